@@ -1,0 +1,53 @@
+"""Command line: ``python -m data_fetch list | info NAME | fetch NAME ... | benchmark NAME ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import dataset
+from .errors import DataFetchError
+from .registry import get_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_fetch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the datasets")
+    p_info = sub.add_parser("info", help="describe a dataset and its arrays")
+    p_info.add_argument("name")
+    p_fetch = sub.add_parser("fetch", help="produce a dataset into the cache (or find it there)")
+    p_fetch.add_argument("name")
+    p_fetch.add_argument("--source", default="auto", choices=dataset.SOURCES)
+    p_fetch.add_argument("--n-events", type=int, default=None)
+    p_fetch.add_argument("--seed", type=int, default=0)
+    p_bench = sub.add_parser("benchmark", help="offline generation vs a bare Pythia loop")
+    p_bench.add_argument("name")
+    p_bench.add_argument("--n-events", type=int, default=2000)
+    p_bench.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "list":
+            for name in dataset.list_datasets():
+                print(f"{name:12s} {get_spec(name).description}")
+        elif args.command == "info":
+            print(dataset.info(args.name))
+        elif args.command == "fetch":
+            data = dataset.load(args.name, n_events=args.n_events, seed=args.seed, source=args.source)
+            print(data)
+            print(json.dumps(data.metadata, indent=1))
+        elif args.command == "benchmark":
+            from . import pythia_source
+
+            print(json.dumps(pythia_source.benchmark(get_spec(args.name), args.n_events,
+                                                     workers=args.workers), indent=1))
+    except DataFetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""`load()`: resolve the source, serve from the cache or produce and cache."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cache
+from .errors import DataFetchError
+from .registry import DATASETS, get_spec
+
+SOURCES = ("auto", "pythia", "opendata")
+
+
+@dataclass
+class Dataset:
+    """Arrays of one dataset plus where they came from. ``data["objects"]`` gives an array."""
+
+    name: str
+    source: str
+    arrays: dict
+    metadata: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.arrays.items())
+        return f"Dataset({self.name!r}, source={self.source!r}, {len(self)} events: {shapes})"
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def info(name: str) -> str:
+    """A human-readable description of dataset ``name`` and its schema."""
+    spec = get_spec(name)
+    lines = [f"{spec.name}: {spec.description}", "", "arrays:"]
+    for array, schema in spec.schema.items():
+        lines.append(f"  {array:10s} {schema.dtype:8s} {str(schema.shape):14s} {schema.description}")
+    lines += ["", f"default n_events: {spec.default_n_events}", f"sources: {', '.join(spec.sources)}"]
+    if spec.notes:
+        lines += ["", spec.notes]
+    return "\n".join(lines)
+
+
+def _check_arguments(name: str, source: str, n_events: int, seed: int) -> None:
+    get_spec(name)
+    if source not in SOURCES:
+        raise DataFetchError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if isinstance(n_events, bool) or not isinstance(n_events, (int, np.integer)) or n_events <= 0:
+        raise DataFetchError(f"n_events must be a positive integer, got {n_events!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataFetchError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def resolve_source(source: str) -> tuple[str, str]:
+    """Return (source, reason). ``auto`` asks the portal with a short timeout."""
+    if source != "auto":
+        return source, "requested explicitly"
+    from . import opendata
+
+    ok, why = opendata.portal_reachable()
+    if ok:
+        return "opendata", f"the CERN Open Data portal answered ({why})"
+    return "pythia", f"the CERN Open Data portal is not reachable ({why}); generating offline"
+
+
+def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str = "auto",
+         progress: bool = True) -> Dataset:
+    """Return dataset ``name`` with ``n_events`` events from ``source``, cached on disk.
+
+    Args:
+        name: a dataset of the registry (``python -m data_fetch list``).
+        n_events: number of events; the dataset's default if None.
+        seed: random seed (event generation and shuffling); same seed, same events.
+        source: ``"auto"`` (default), ``"pythia"`` or ``"opendata"``.
+        progress: show tqdm progress bars.
+
+    Returns:
+        A :class:`Dataset`; its ``metadata`` says which source made it and when.
+    """
+    spec = get_spec(name)
+    n_events = spec.default_n_events if n_events is None else n_events
+    _check_arguments(name, source, n_events, seed)
+    chosen, reason = resolve_source(source)
+    print(f"data_fetch: {name} from source '{chosen}' ({reason})")
+    if chosen == "pythia":
+        from . import pythia_source as producer
+    else:
+        from . import opendata as producer
+
+    key = cache.cache_key(producer.cache_description(spec, n_events, seed))
+    path = cache.entry_path(name, chosen, key)
+    if path.exists():
+        arrays, metadata = cache.read_entry(path)
+        return Dataset(name, chosen, arrays, metadata)
+
+    cache.ensure_writable(path.parent)
+    start = time.perf_counter()
+    arrays, metadata = producer.produce(spec, n_events, seed, progress=progress)
+    metadata = {**metadata, "dataset": name, "source": chosen, "n_events": int(n_events),
+                "seed": int(seed), "seconds": round(time.perf_counter() - start, 2), "cache_key": key}
+    cache.write_entry(path, arrays, metadata)
+    return Dataset(name, chosen, arrays, metadata)

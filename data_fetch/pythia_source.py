@@ -1,0 +1,305 @@
+"""The offline source: Pythia 8 events, FastJet jets and a parametric detector model.
+
+Detector model (the one place it is described):
+
+* Particles: every final-state particle except neutrinos enters the detector if |eta| < 4.9.
+* Leptons: an electron (muon) with pT > 10 GeV and |eta| < 2.5 (2.4) is *isolated* when the
+  scalar pT sum of the other visible particles within Delta R < 0.3 is below 15% of its pT.
+  Isolated leptons are reconstructed with Gaussian pT resolution sigma/pT = 2% (electrons) and
+  sqrt(1%^2 + (1e-4 pT/GeV)^2) (muons), and are removed from the jet inputs.
+* Jets: anti-kT R = 0.4 on the remaining visible particles (FastJet), with
+  sigma/pT = sqrt((1.0/sqrt(pT/GeV))^2 + 5%^2) and Gaussian eta/phi resolution of 0.02.
+* MET: minus the vector sum of visible particles, corrected for the jet mismeasurement
+  (for jets above 15 GeV), plus Gaussian noise of 0.5 sqrt(sum E_T / GeV) GeV per component.
+* No efficiencies, fakes or pile-up: a teaching model, not a CMS simulation.
+
+Events are produced in tasks of ``TASK_SIZE`` events, each with its own seed derived from
+(seed, process, task number), so the result does not depend on how many cores share the work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import zlib
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import cms_ad
+from .registry import COMMON_PYTHIA_SETTINGS, DatasetSpec, GeneratedProcess
+
+TASK_SIZE = 200
+DETECTOR = {
+    "eta_max": 4.9,
+    "iso_cone": 0.3,
+    "iso_max": 0.15,
+    "electron_resolution": 0.02,
+    "muon_resolution": (0.01, 1e-4),
+    "jet_resolution": (1.0, 0.05),
+    "jet_angle_resolution": 0.02,
+    "jet_radius": 0.4,
+    "met_jet_threshold": 15.0,
+    "met_noise": 0.5,
+}
+NEUTRINOS = (12, 14, 16)
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def pythia_version() -> str:
+    from importlib.metadata import version
+
+    return version("pythia8mc")
+
+
+def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
+    """Everything the generated arrays depend on; its hash is the cache key."""
+    return {
+        "dataset": spec.name, "source": "pythia", "n_events": int(n_events), "seed": int(seed),
+        "common": COMMON_PYTHIA_SETTINGS, "task_size": TASK_SIZE, "detector": DETECTOR,
+        "selection": cms_ad.SELECTION, "pythia8mc": pythia_version(),
+        "processes": [(p.name, p.code, p.label, p.fraction, p.pythia_settings) for p in spec.processes],
+    }
+
+
+@dataclass(frozen=True)
+class Task:
+    process: GeneratedProcess
+    n_events: int
+    seed: int
+    index: int  # position in the final, unshuffled dataset
+
+
+def plan_tasks(spec: DatasetSpec, n_events: int, seed: int) -> list[Task]:
+    """Split the dataset into tasks: events per process by fraction, then chunks of TASK_SIZE."""
+    counts = [int(round(p.fraction * n_events)) for p in spec.processes]
+    counts[0] += n_events - sum(counts)  # rounding leftovers go to the first process
+    tasks = []
+    for process, count in zip(spec.processes, counts):
+        for chunk, start in enumerate(range(0, count, TASK_SIZE)):
+            task_seed = zlib.crc32(f"{seed}/{process.name}/{chunk}".encode()) % 900_000_000
+            tasks.append(Task(process, min(TASK_SIZE, count - start), task_seed, len(tasks)))
+    return tasks
+
+
+# ---------------------------------------------------------------- worker side
+_GENERATORS: dict = {}
+
+
+def _generator(process: GeneratedProcess):
+    """One initialized Pythia per process and worker; reseeded per task (no re-init)."""
+    if process.name not in _GENERATORS:
+        import pythia8mc
+
+        pythia = pythia8mc.Pythia("", False)
+        for line in COMMON_PYTHIA_SETTINGS + process.pythia_settings + ("Random:setSeed = on",):
+            if not pythia.readString(line):
+                raise ValueError(f"Pythia rejected the setting {line!r}")
+        if not pythia.init():
+            raise RuntimeError(f"Pythia failed to initialize process {process.name}")
+        _GENERATORS[process.name] = pythia
+    return _GENERATORS[process.name]
+
+
+def _final_particles(event):
+    """(px, py, pz, E, id) of the final-state particles, as five lists."""
+    import pythia8mc
+
+    particle = pythia8mc.Particle
+    is_final, px, py, pz, e, pid = (particle.isFinal, particle.px, particle.py, particle.pz,
+                                    particle.e, particle.id)
+    final = [p for p in event.particles() if is_final(p)]
+    return (list(map(px, final)), list(map(py, final)), list(map(pz, final)),
+            list(map(e, final)), list(map(pid, final)))
+
+
+def generate_particles(task: Task, bare: bool = False):
+    """Run Pythia for one task. Returns (jagged particles, weights, seconds in pythia.next)."""
+    pythia = _generator(task.process)
+    pythia.rndm.init(task.seed)
+    columns = {k: [] for k in ("px", "py", "pz", "E", "id")}
+    counts, weights = [], []
+    next_seconds, failures = 0.0, 0
+    while len(counts) < task.n_events:
+        t0 = time.perf_counter()
+        ok = pythia.next()
+        next_seconds += time.perf_counter() - t0
+        if not ok:
+            failures += 1
+            if failures > 10 + task.n_events:
+                raise RuntimeError(f"Pythia keeps failing for process {task.process.name}")
+            continue
+        weights.append(pythia.infoPython().weight())
+        if bare:
+            counts.append(0)
+            continue
+        for key, values in zip(columns, _final_particles(pythia.event)):
+            columns[key].extend(values)
+        counts.append(len(values))
+    particles = ak.unflatten(ak.zip({k: np.asarray(v, dtype=np.float64 if k != "id" else np.int32)
+                                     for k, v in columns.items()}), counts)
+    return particles, np.asarray(weights, dtype=np.float32), next_seconds
+
+
+def _isolated_lepton_mask(pt, eta, phi, pid, visible):
+    """Per particle of one event: is it an isolated electron or muon inside the acceptance?"""
+    apid = np.abs(pid)
+    candidate = (((apid == 11) & (pt > cms_ad.SELECTION["electron"][0]) & (np.abs(eta) < cms_ad.SELECTION["electron"][1]))
+                 | ((apid == 13) & (pt > cms_ad.SELECTION["muon"][0]) & (np.abs(eta) < cms_ad.SELECTION["muon"][1])))
+    mask = np.zeros(len(pt), dtype=bool)
+    for i in np.flatnonzero(candidate):
+        dphi = np.angle(np.exp(1j * (phi - phi[i])))
+        near = visible & ((eta - eta[i]) ** 2 + dphi ** 2 < DETECTOR["iso_cone"] ** 2)
+        mask[i] = pt[near].sum() - pt[i] < DETECTOR["iso_max"] * pt[i]
+    return mask
+
+
+def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
+    """Detector model + object table for a batch of events (see the module docstring)."""
+    import fastjet
+
+    px, py, pz = particles.px, particles.py, particles.pz
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(pz / np.maximum(pt, 1e-9))
+    phi = np.arctan2(py, px)
+    absid = abs(particles.id)
+    visible = (absid != 12) & (absid != 14) & (absid != 16) & (abs(eta) < DETECTOR["eta_max"])
+
+    counts = ak.to_numpy(ak.num(pt))
+    flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in
+            dict(pt=pt, eta=eta, phi=phi, id=particles.id, visible=visible).items()}
+    isolated = np.zeros(len(flat["pt"]), dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for i in range(len(counts)):
+        s = slice(offsets[i], offsets[i + 1])
+        isolated[s] = _isolated_lepton_mask(flat["pt"][s], flat["eta"][s], flat["phi"][s],
+                                            flat["id"][s], flat["visible"][s])
+    isolated = ak.unflatten(isolated, counts)
+
+    def smeared_leptons(pdg, resolution):
+        sel = isolated & (absid == pdg)
+        lep_pt = pt[sel]
+        sigma = resolution(lep_pt)
+        n = ak.to_numpy(ak.flatten(lep_pt))
+        factor = 1 + rng.normal(size=len(n)) * ak.to_numpy(ak.flatten(sigma))
+        return ak.zip({"pt": ak.unflatten(n * np.maximum(factor, 0), ak.num(lep_pt)),
+                       "eta": eta[sel], "phi": phi[sel]})
+
+    electrons = smeared_leptons(11, lambda x: DETECTOR["electron_resolution"] + 0 * x)
+    a, b = DETECTOR["muon_resolution"]
+    muons = smeared_leptons(13, lambda x: np.sqrt(a ** 2 + (b * x) ** 2))
+
+    jet_inputs = particles[visible & ~isolated]
+    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, DETECTOR["jet_radius"])
+    jets = fastjet.ClusterSequence(jet_inputs[["px", "py", "pz", "E"]], jetdef).inclusive_jets(
+        min_pt=DETECTOR["met_jet_threshold"])
+    jet_pt = np.hypot(jets.px, jets.py)
+    jet_eta = np.arcsinh(jets.pz / np.maximum(jet_pt, 1e-9))
+    jet_phi = np.arctan2(jets.py, jets.px)
+    stoch, const = DETECTOR["jet_resolution"]
+    flat_pt = ak.to_numpy(ak.flatten(jet_pt))
+    sigma = np.sqrt(stoch ** 2 / np.maximum(flat_pt, 1e-9) + const ** 2)
+    smeared_pt = flat_pt * np.maximum(1 + rng.normal(size=len(flat_pt)) * sigma, 0)
+    angle = DETECTOR["jet_angle_resolution"]
+    n_jets = ak.num(jet_pt)
+    jets_reco = ak.zip({
+        "pt": ak.unflatten(smeared_pt, n_jets),
+        "eta": ak.unflatten(ak.to_numpy(ak.flatten(jet_eta)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
+        "phi": ak.unflatten(ak.to_numpy(ak.flatten(jet_phi)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
+    })
+    jets_reco = ak.with_field(jets_reco, np.angle(np.exp(1j * jets_reco.phi)), "phi")
+
+    # MET: recoil of everything visible, corrected by how much the jets were mismeasured.
+    vis_px = ak.to_numpy(ak.sum(px[visible], axis=1))
+    vis_py = ak.to_numpy(ak.sum(py[visible], axis=1))
+    delta = jets_reco.pt - jet_pt
+    met_x = -vis_px - ak.to_numpy(ak.sum(delta * np.cos(jet_phi), axis=1))
+    met_y = -vis_py - ak.to_numpy(ak.sum(delta * np.sin(jet_phi), axis=1))
+    sum_et = ak.to_numpy(ak.sum(pt[visible], axis=1))
+    noise = DETECTOR["met_noise"] * np.sqrt(sum_et)
+    met_x = met_x + rng.normal(size=len(met_x)) * noise
+    met_y = met_y + rng.normal(size=len(met_y)) * noise
+    return cms_ad.build_objects(np.hypot(met_x, met_y), np.arctan2(met_y, met_x), electrons, muons, jets_reco)
+
+
+def run_task(task: Task) -> dict:
+    """Worker entry point: generate, reconstruct, return plain arrays and timings."""
+    start = time.perf_counter()
+    particles, weights, next_seconds = generate_particles(task)
+    objects = reconstruct(particles, np.random.default_rng(task.seed))
+    n = task.n_events
+    return {"index": task.index, "objects": objects, "weight": weights,
+            "label": np.full(n, task.process.label, dtype=np.int8),
+            "process": np.full(n, task.process.code, dtype=np.int8),
+            "seconds": time.perf_counter() - start, "next_seconds": next_seconds}
+
+
+def run_bare_task(task: Task) -> dict:
+    """The reference: the same Pythia configuration, only ``pythia.next()``."""
+    start = time.perf_counter()
+    generate_particles(task, bare=True)
+    return {"index": task.index, "seconds": time.perf_counter() - start}
+
+
+def _quiet_worker() -> None:
+    """Send the workers' C++ chatter (FastJet's banner) to stderr, keeping stdout for results."""
+    os.dup2(2, 1)
+
+
+def _map(function, tasks, workers, progress, desc):
+    """Run tasks on ``workers`` processes (spawned: safe inside a Jupyter kernel)."""
+    bar = tqdm(total=sum(t.n_events for t in tasks), desc=desc, unit="ev", disable=not progress)
+    results = []
+    if workers == 1:
+        for task in tasks:
+            results.append(function(task))
+            bar.update(task.n_events)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_quiet_worker) as pool:
+            sizes = {t.index: t.n_events for t in tasks}
+            for result in pool.imap_unordered(function, tasks):
+                results.append(result)
+                bar.update(sizes[result["index"]])
+    bar.close()
+    return sorted(results, key=lambda r: r["index"])
+
+
+def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True,
+            workers: int | None = None) -> tuple[dict, dict]:
+    """Generate ``n_events`` events of ``spec``; returns (arrays, metadata)."""
+    workers = workers or default_workers()
+    tasks = plan_tasks(spec, n_events, seed)
+    start = time.perf_counter()
+    results = _map(run_task, tasks, workers, progress, f"Pythia {spec.name}")
+    wall = time.perf_counter() - start
+    arrays = {k: np.concatenate([r[k] for r in results]) for k in ("objects", "label", "process", "weight")}
+    order = np.random.default_rng(seed).permutation(n_events)
+    arrays = {k: v[order] for k, v in arrays.items()}
+    metadata = {"generator": f"pythia8mc {pythia_version()}", "workers": workers,
+                "events_per_second": round(n_events / wall, 1),
+                "fraction_of_time_in_pythia": round(sum(r["next_seconds"] for r in results)
+                                                    / sum(r["seconds"] for r in results), 3)}
+    return arrays, metadata
+
+
+def benchmark(spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | None = None,
+              progress: bool = True) -> dict:
+    """Throughput of the full pipeline vs a bare Pythia loop, same tasks, same cores, same run."""
+    workers = workers or default_workers()
+    tasks = plan_tasks(spec, n_events, seed)
+    timings = {}
+    for name, function in (("bare_pythia", run_bare_task), ("pipeline", run_task)):
+        start = time.perf_counter()
+        _map(function, tasks, workers, progress, name)
+        timings[name] = time.perf_counter() - start
+    return {"n_events": n_events, "workers": workers,
+            "bare_pythia_events_per_second": round(n_events / timings["bare_pythia"], 1),
+            "pipeline_events_per_second": round(n_events / timings["pipeline"], 1),
+            "ratio": round(timings["bare_pythia"] / timings["pipeline"], 3)}

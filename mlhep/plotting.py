@@ -1,0 +1,49 @@
+"""Plot helpers shared by the lessons (introduced in lesson 00)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
+
+
+def use_style() -> None:
+    """The CMS style of mplhep for every plot of the course."""
+    plt.style.use(mplhep.style.CMS)
+
+
+def label(ax=None, source: str = "pythia", **kwargs):
+    """The experiment label: 'Open Data' for the real CMS simulation, 'Simulation' otherwise.
+
+    The offline source is our own Pythia + parametric detector, so it is labelled as a
+    generic simulation rather than as CMS.
+    """
+    if source == "opendata":
+        return mplhep.cms.label("Open Data Simulation", data=False, ax=ax, rlabel="13 TeV", **kwargs)
+    return mplhep.label.exp_label(exp="", text="Pythia 8 + FastJet, parametric detector", ax=ax,
+                                  rlabel="13 TeV", **kwargs)
+
+
+def compare_distributions(values_by_name: dict, bins, ax=None, xlabel: str = "", density: bool = True,
+                          source: str = "pythia", logy: bool = False):
+    """Overlay normalized histograms of several samples (e.g. background vs signal).
+
+    Args:
+        values_by_name: {legend label: 1D array}.
+        bins: bin edges.
+        density: normalize each histogram to unit area (compare shapes, not rates).
+    """
+    if ax is None:
+        _, ax = plt.subplots()
+    for name, values in values_by_name.items():
+        counts, edges = np.histogram(np.asarray(values), bins=bins)
+        if density and counts.sum() > 0:
+            counts = counts / counts.sum() / np.diff(edges)
+        mplhep.histplot(counts, edges, ax=ax, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Density" if density else "Events")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    label(ax=ax, source=source)
+    return ax
