@@ -33,8 +33,8 @@ def _plain(value):
     raise TypeError(f"record_figures accepts numbers and strings, got {type(value).__name__}")
 
 
-def record_figures(**figures) -> dict:
-    """Display ``figures`` as a table and store them in the notebook output. Returns them."""
+def record_figures(**figures) -> None:
+    """Display ``figures`` as a table and store them in the notebook output."""
     from IPython.display import display
 
     plain = {name: _plain(value) for name, value in figures.items()}
@@ -42,7 +42,6 @@ def record_figures(**figures) -> dict:
     lines = [f"{name:<{width}}  {value:.4g}" if isinstance(value, float) else f"{name:<{width}}  {value}"
              for name, value in plain.items()]
     display({MIME_TYPE: plain, "text/plain": "\n".join(["Recorded figures:"] + lines)}, raw=True)
-    return plain
 
 
 def read_figures(notebook) -> dict:

@@ -20,8 +20,8 @@ def label(ax=None, source: str = "pythia", **kwargs):
     """
     if source == "opendata":
         return mplhep.cms.label("Open Data Simulation", data=False, ax=ax, rlabel="13 TeV", **kwargs)
-    return mplhep.label.exp_label(exp="", text="Pythia 8 + FastJet, parametric detector", ax=ax,
-                                  rlabel="13 TeV", **kwargs)
+    return mplhep.label.exp_label(exp="", llabel="Pythia 8 simulation", ax=ax, rlabel="13 TeV",
+                                  **kwargs)
 
 
 def compare_distributions(values_by_name: dict, bins, ax=None, xlabel: str = "", density: bool = True,
