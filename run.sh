@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The course in one command.
+#   bash run.sh course   set up, generate the data (offline default), regenerate exercises/,
+#                        run every lecture and solution notebook at lecture scale -> build/
+#   bash run.sh test     set up, generate the CI-scale data, run the test suite
+#   bash run.sh lab      set up and open JupyterLab on the course
+#   bash run.sh setup    only create .venv (Python 3.11) and register the `mlhep` kernel
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+# The lecture defaults and the CI scale of the cms_ad dataset (see course/ and tests/).
+LECTURE_EVENTS=100000
+EXERCISE_EVENTS=10000
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3.11 python3 python; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+           "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    echo "error: the course needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+}
+
+setup() {
+    local python stamp want
+    python=$(find_python)
+    [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+    # Reinstall only when the pinned requirements changed.
+    stamp="$VENV/.installed-from"
+    want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "== installing the course environment into $VENV (a few minutes the first time)"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -e .
+        echo "$want" > "$stamp"
+    fi
+    "$VENV/bin/python" -m ipykernel install --sys-prefix --name mlhep \
+        --display-name "Python (mlhep course)" >/dev/null
+}
+
+fetch() {  # fetch N: the cms_ad dataset with N events from the offline source, into the cache
+    "$VENV/bin/python" -m data_fetch fetch cms_ad --source pythia --n-events "$1" --seed 0
+}
+
+command=${1:-}
+case "$command" in
+    setup) setup ;;
+    course)
+        setup
+        fetch "$EXERCISE_EVENTS"
+        fetch "$LECTURE_EVENTS"
+        "$VENV/bin/python" -m mlhep.build --source pythia ;;
+    test)
+        setup
+        fetch "$EXERCISE_EVENTS"
+        shift
+        "$VENV/bin/python" -m pytest "$@" ;;
+    lab)
+        setup
+        exec "$VENV/bin/jupyter" lab ;;
+    *)
+        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2 ;;
+esac
