@@ -1,0 +1,512 @@
+"""The `opendata` source against a fake CERN Open Data portal on 127.0.0.1 (fully offline).
+
+The fake portal answers ``/api/records/<recid>`` like the real one (files with uri, size and
+adler32 checksum; the QCD record lists its files through a file index) and serves small
+NanoAOD-shaped ROOT files written here with uproot. It records every request, and it can
+misbehave on purpose: cut a transfer short, ignore Range requests, serve a shorter file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+import data_fetch
+from data_fetch import dataset, opendata
+from data_fetch.errors import ChecksumMismatchError, DataFetchError, SourceUnavailableError
+from data_fetch.registry import CMS_AD
+
+QCD_RECID, SIGNAL_RECID = 63168, 33703
+QCD_FOLDER = ("/eos/opendata/cms/mc/RunIISummer20UL16NanoAODv9/QCD_Pt-15to7000_TuneCP5_Flat2018_13TeV_pythia8"
+              "/NANOAODSIM/106X_mcRun2_asymptotic_v17-v1/120000")
+N_QCD_PER_FILE, N_SIGNAL = 200, 150
+
+# ---------------------------------------------------------------- NanoAOD-shaped test files
+FIELDS = {
+    "Electron": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("cutBased", np.int32)),
+    "Muon": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("looseId", np.bool_),
+             ("pfRelIso04_all", np.float32)),
+    "Jet": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("jetId", np.int32)),
+}
+
+# Event 0 of the first QCD file, written by hand so the expected table can be worked out by hand.
+HAND_EVENT = {
+    "MET_pt": 123.5, "MET_phi": -0.75, "genWeight": 0.5,
+    "Electron": [  # (pt, eta, phi, cutBased)
+        (25.0, 0.5, 1.0, 4),  # passes
+        (50.0, -1.0, -2.0, 2),  # passes (loose is enough)
+        (40.0, 0.1, 0.3, 1),  # fails the ID (veto only)
+        (8.0, 0.2, 0.2, 4),  # fails pT > 10
+        (30.0, 2.6, 0.1, 3),  # fails |eta| < 2.5
+    ],
+    "Muon": [  # (pt, eta, phi, looseId, pfRelIso04_all)
+        (15.0, 2.3, 0.4, True, 0.05),  # passes
+        (60.0, -0.3, 2.5, True, 0.10),  # passes
+        (35.0, 0.0, 1.5, False, 0.01),  # fails looseId
+        (45.0, 1.0, -1.0, True, 0.30),  # fails the isolation
+        (20.0, 2.45, 0.0, True, 0.0),  # fails |eta| < 2.4 (muons)
+    ],
+    "Jet": [  # (pt, eta, phi, jetId)
+        (90.0, 0.1, 0.1, 6), (400.0, 0.0, 0.0, 0), (300.0, 1.0, 1.0, 6), (60.0, 0.6, 0.6, 2),
+        (250.0, -1.0, -1.0, 2), (25.0, 0.3, 0.3, 6), (200.0, 0.5, 0.5, 6), (50.0, 0.7, 0.7, 6),
+        (150.0, -0.5, -0.5, 6), (500.0, 3.0, 0.2, 6), (120.0, 1.5, 1.5, 6), (350.0, 0.2, 0.2, 1),
+        (100.0, -1.5, -1.5, 6), (80.0, 2.0, 2.0, 6), (70.0, -2.0, -2.0, 6),
+    ],
+}
+# Worked out by hand from HAND_EVENT: slot 0 MET, 1-4 electrons, 5-8 muons, 9-18 jets, pT-ordered.
+HAND_TABLE = np.array(
+    [(123.5, 0.0, -0.75),
+     (50.0, -1.0, -2.0), (25.0, 0.5, 1.0), (0, 0, 0), (0, 0, 0),
+     (60.0, -0.3, 2.5), (15.0, 2.3, 0.4), (0, 0, 0), (0, 0, 0),
+     # 11 jets pass (400 fails jetId 0, 350 jetId 1 = loose only, 500 |eta| 3, 25 pT):
+     # the ten hardest are kept, the 50 GeV one is dropped.
+     (300.0, 1.0, 1.0), (250.0, -1.0, -1.0), (200.0, 0.5, 0.5), (150.0, -0.5, -0.5), (120.0, 1.5, 1.5),
+     (100.0, -1.5, -1.5), (90.0, 0.1, 0.1), (80.0, 2.0, 2.0), (70.0, -2.0, -2.0), (60.0, 0.6, 0.6)],
+    dtype=np.float32)
+
+
+def _random_objects(rng: np.random.Generator, kind: str, n: int) -> dict:
+    """Sensible random values; many objects fail the ID or the kinematic cuts."""
+    columns = {"pt": 5 + rng.exponential(40.0, n), "eta": rng.uniform(-3, 3, n),
+               "phi": rng.uniform(-np.pi, np.pi, n)}
+    if kind == "Electron":
+        columns["cutBased"] = rng.integers(0, 5, n)
+    elif kind == "Muon":
+        columns["looseId"] = rng.random(n) < 0.8
+        columns["pfRelIso04_all"] = rng.exponential(0.15, n)
+    else:
+        columns["jetId"] = rng.choice([0, 2, 6], n, p=[0.1, 0.2, 0.7])
+    return columns
+
+
+def write_nanoaod(path: Path, n_events: int, seed: int, signal: bool, hand_event: dict | None = None) -> None:
+    """A NanoAOD-shaped file: tree Events, nElectron + Electron_* jagged branches, etc."""
+    rng = np.random.default_rng(seed)
+    branches = {
+        "MET_pt": rng.exponential(50.0, n_events).astype(np.float32),
+        "MET_phi": rng.uniform(-np.pi, np.pi, n_events).astype(np.float32),
+        "genWeight": (np.ones(n_events) if signal else rng.lognormal(0, 1, n_events)).astype(np.float32),
+    }
+    for kind, fields in FIELDS.items():
+        counts = rng.poisson({"Electron": 0.7, "Muon": 0.5, "Jet": 6.0}[kind], n_events)
+        if hand_event is not None:
+            counts[0] = 0
+        columns = _random_objects(rng, kind, int(counts.sum()))
+        if hand_event is not None:
+            hand = list(zip(*hand_event[kind], strict=True))
+            columns = {name: np.concatenate([hand[k], columns[name]]) for k, (name, _) in enumerate(fields)}
+            counts[0] = len(hand_event[kind])
+        branches[kind] = ak.zip({name: ak.unflatten(np.asarray(columns[name], dtype=dtype), counts)
+                                 for name, dtype in fields})
+    if hand_event is not None:
+        for name in ("MET_pt", "MET_phi", "genWeight"):
+            branches[name][0] = hand_event[name]
+    with uproot.recreate(path) as file:
+        # NanoAOD naming: counter nElectron, branches Electron_pt, Electron_eta, ...
+        file.mktree("Events", branches, counter_name=lambda counted: f"n{counted}",
+                    field_name=lambda outer, inner: f"{outer}_{inner}")
+
+
+@pytest.fixture(scope="module")
+def root_files(tmp_path_factory) -> dict:
+    """name -> bytes of the three test files (two QCD, one signal)."""
+    folder = tmp_path_factory.mktemp("nanoaod")
+    write_nanoaod(folder / "qcd_1.root", N_QCD_PER_FILE, 1, signal=False, hand_event=HAND_EVENT)
+    write_nanoaod(folder / "qcd_2.root", N_QCD_PER_FILE, 2, signal=False)
+    write_nanoaod(folder / "signal_1.root", N_SIGNAL, 3, signal=True)
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.root"))}
+
+
+# ---------------------------------------------------------------- the fake portal
+def _entry(uri: str, data: bytes) -> dict:
+    return {"uri": uri, "size": len(data), "checksum": f"adler32:{zlib.adler32(data) & 0xFFFFFFFF:08x}",
+            "key": uri.rsplit("/", 1)[-1]}
+
+
+class FakePortal:
+    """What the fake server serves and how it behaves; tests change it freely."""
+
+    def __init__(self, root_files: dict):
+        self.url = ""  # set once the server listens
+        self.files = {f"{QCD_FOLDER}/qcd_1.root": root_files["qcd_1.root"],
+                      f"{QCD_FOLDER}/qcd_2.root": root_files["qcd_2.root"],
+                      "/files/signal_1.root": root_files["signal_1.root"]}
+        self.records: dict = {}
+        self.requests: list = []  # (path, Range header or None), in order
+        self.supports_range = True
+        self.cuts: dict = {}  # path -> [bytes sent before the connection dies, answers left to cut]
+        self.status = 200  # another value: every answer is this HTTP error
+
+    def build_records(self) -> None:
+        """Record JSON shaped like https://opendata.cern.ch/api/records/<recid>."""
+        root = "root://eospublic.cern.ch/"
+        qcd = [_entry(root + path, self.files[path]) for path in sorted(self.files) if "QCD" in path]
+        self.records[QCD_RECID] = {
+            "id": QCD_RECID, "links": {"self": f"{self.url}/api/records/{QCD_RECID}"},
+            "metadata": {
+                "recid": QCD_RECID, "title": CMS_AD.opendata_records[0].title,
+                "distribution": {"formats": ["nanoaodsim", "root"], "number_events": 2 * N_QCD_PER_FILE,
+                                 "number_files": len(qcd), "size": sum(f["size"] for f in qcd)},
+                "files": [],
+                # Large records list their ROOT files in file indices, with the files inline.
+                "_file_indices": [{"key": "CMS_mc_RunIISummer20UL16NanoAODv9_QCD_file_index.json",
+                                   "number_files": len(qcd), "size": sum(f["size"] for f in qcd),
+                                   "files": qcd}],
+            },
+        }
+        config = b"import FWCore.ParameterSet.Config as cms\n"
+        self.records[SIGNAL_RECID] = {
+            "id": SIGNAL_RECID, "links": {"self": f"{self.url}/api/records/{SIGNAL_RECID}"},
+            "metadata": {
+                "recid": SIGNAL_RECID, "title": CMS_AD.opendata_records[1].title,
+                "files": [
+                    # an address that is already http: used as it is
+                    {**_entry(f"{self.url}/files/signal_1.root", self.files["/files/signal_1.root"]),
+                     "bucket": "4997a85c", "version_id": "x"},
+                    # not a ROOT file: ignored
+                    _entry(root + "/eos/opendata/cms/configuration-files/configFile.py", config),
+                ],
+                "_file_indices": [],
+            },
+        }
+
+    def hits(self, name: str) -> list:
+        """Range headers of the requests for the file named ``name`` (None: no Range)."""
+        return [rng for path, rng in self.requests if path.endswith("/" + name)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output quiet
+        pass
+
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        portal: FakePortal = self.server.portal
+        path = urlsplit(self.path).path
+        portal.requests.append((path, self.headers.get("Range")))
+        if portal.status != 200:
+            return self._send(portal.status, b"portal down for maintenance")
+        if path.startswith("/api/records/"):
+            record = portal.records.get(int(path.rsplit("/", 1)[-1]))
+            if record is None:
+                return self._send(404, b'{"status": 404, "message": "PID does not exist."}')
+            return self._send(200, json.dumps(record).encode(), {"Content-Type": "application/json"})
+        data = portal.files.get(path)
+        if data is None:
+            return self._send(404, b"not found")
+        start, range_header = 0, self.headers.get("Range")
+        if range_header and portal.supports_range:
+            start = int(range_header.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                return self._send(416, headers={"Content-Range": f"bytes */{len(data)}"})
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        if portal.supports_range:
+            self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        cut = portal.cuts.get(path)
+        if cut and cut[1] > 0:  # send part of the body, then drop the connection
+            cut[1] -= 1
+            body = body[:cut[0]]
+            self.close_connection = True
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)
+
+
+def _closed_port_url() -> str:
+    """An address on which nothing listens (connection refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def portal(root_files, monkeypatch, tmp_path):
+    """A running fake portal; MLHEP_OPENDATA_SERVER and MLHEP_DATA_DIR point at it and tmp_path."""
+    fake = FakePortal(root_files)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.portal = fake
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    fake.build_records()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MLHEP_OPENDATA_SERVER", fake.url)
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(opendata, "RETRY_PAUSE_SECONDS", 0.0)
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def _cache_files(tmp_path: Path) -> list:
+    return sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------- listing
+def test_listing_expands_file_index_and_rewrites_root_uris(portal, root_files):
+    files = opendata.list_record_files(QCD_RECID)
+    assert [f.url for f in files] == [f"{portal.url}{QCD_FOLDER}/{name}" for name in ("qcd_1.root", "qcd_2.root")]
+    for remote, name in zip(files, ("qcd_1.root", "qcd_2.root"), strict=True):
+        data = root_files[name]
+        assert remote.name == name
+        assert remote.size == len(data)
+        assert remote.checksum == f"adler32:{zlib.adler32(data):08x}"
+
+
+def test_listing_keeps_http_uris_and_skips_non_root_files(portal, root_files):
+    (remote,) = opendata.list_record_files(SIGNAL_RECID)
+    assert remote.url == f"{portal.url}/files/signal_1.root"
+    assert remote.size == len(root_files["signal_1.root"])
+
+
+def test_listing_of_unknown_record_says_so(portal):
+    with pytest.raises(DataFetchError, match="HTTP 404 for record 1"):
+        opendata.list_record_files(1)
+
+
+def test_default_server_and_trailing_slash(monkeypatch):
+    monkeypatch.delenv("MLHEP_OPENDATA_SERVER", raising=False)
+    assert opendata.server_url() == "https://opendata.cern.ch"
+    monkeypatch.setenv("MLHEP_OPENDATA_SERVER", "http://localhost:8000/")
+    assert opendata.server_url() == "http://localhost:8000"
+
+
+# ---------------------------------------------------------------- downloads
+def test_download_writes_checked_file_then_reuses_it(portal, root_files, tmp_path):
+    remote = opendata.list_record_files(QCD_RECID)[0]
+    folder = tmp_path / "cache" / "opendata" / str(QCD_RECID)
+    path = opendata.download_file(remote, folder, progress=False)
+    assert path == folder / "qcd_1.root"
+    assert path.read_bytes() == root_files["qcd_1.root"]
+    assert not list(folder.glob("*.partial"))
+    assert opendata.download_file(remote, folder, progress=False) == path
+    assert portal.hits("qcd_1.root") == [None]  # one download, no second request
+
+
+def test_wrong_checksum_in_listing_refetches_once_then_fails_clearly(portal, tmp_path):
+    entry = portal.records[SIGNAL_RECID]["metadata"]["files"][0]
+    entry["checksum"] = "adler32:0badc0de"
+    (remote,) = opendata.list_record_files(SIGNAL_RECID)
+    folder = tmp_path / "cache" / "opendata" / str(SIGNAL_RECID)
+    with pytest.raises(ChecksumMismatchError) as error:
+        opendata.download_file(remote, folder, progress=False)
+    message = str(error.value)
+    assert "signal_1.root" in message
+    assert "0badc0de" in message
+    assert "got adler32:" in message
+    assert "Try again later" in message
+    assert portal.hits("signal_1.root") == [None, None]  # the second time from scratch
+    assert list(folder.iterdir()) == []  # neither the file nor a .partial is left
+
+
+def test_server_sending_fewer_bytes_than_listed_is_reported(portal, root_files, tmp_path):
+    size = len(root_files["qcd_2.root"])
+    # The listing keeps the full size; the server's copy is 1000 bytes short (a complete HTTP answer).
+    portal.files[f"{QCD_FOLDER}/qcd_2.root"] = root_files["qcd_2.root"][:-1000]
+    remote = opendata.list_record_files(QCD_RECID)[1]
+    folder = tmp_path / "cache" / "opendata" / str(QCD_RECID)
+    with pytest.raises(ChecksumMismatchError, match=rf"expected {size} bytes, got {size - 1000}"):
+        opendata.download_file(remote, folder, progress=False)
+    assert portal.hits("qcd_2.root") == [None, None]
+    assert list(folder.iterdir()) == []
+
+
+def test_transfer_dying_midway_resumes_with_range(portal, root_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(opendata, "CHUNK_BYTES", 1024)  # a cut chunk is lost: cut at a chunk border
+    data = root_files["qcd_1.root"]
+    third = len(data) // 3 // 1024 * 1024
+    portal.cuts[f"{QCD_FOLDER}/qcd_1.root"] = [third, 2]  # the first two answers die after a third
+    remote = opendata.list_record_files(QCD_RECID)[0]
+    folder = tmp_path / "cache" / "opendata" / str(QCD_RECID)
+    path = opendata.download_file(remote, folder, progress=False)
+    assert path.read_bytes() == data
+    assert portal.hits("qcd_1.root") == [None, f"bytes={third}-", f"bytes={2 * third}-"]
+    assert not list(folder.glob("*.partial"))
+
+
+def test_connection_that_keeps_dying_is_reported_and_resumed_later(portal, root_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(opendata, "MAX_INTERRUPTIONS", 2)
+    monkeypatch.setattr(opendata, "CHUNK_BYTES", 1024)
+    data = root_files["signal_1.root"]
+    portal.cuts["/files/signal_1.root"] = [2048, 99]  # every answer dies after 2 kB
+    (remote,) = opendata.list_record_files(SIGNAL_RECID)
+    folder = tmp_path / "cache" / "opendata" / str(SIGNAL_RECID)
+    with pytest.raises(SourceUnavailableError, match="could not be reached") as error:
+        opendata.download_file(remote, folder, progress=False)
+    assert "3 times while downloading signal_1.root" in str(error.value)
+    assert "6144 bytes received so far are kept" in str(error.value)
+    assert [p.name for p in folder.iterdir()] == ["signal_1.root.partial"]  # never under the final name
+    portal.cuts.clear()
+    path = opendata.download_file(remote, folder, progress=False)
+    assert path.read_bytes() == data
+    assert portal.hits("signal_1.root") == [None, "bytes=2048-", "bytes=4096-", "bytes=6144-"]
+
+
+def test_resume_from_partial_file_uses_range_request(portal, root_files, tmp_path):
+    data = root_files["qcd_1.root"]
+    folder = tmp_path / "cache" / "opendata" / str(QCD_RECID)
+    folder.mkdir(parents=True)
+    (folder / "qcd_1.root.partial").write_bytes(data[:5000])
+    remote = opendata.list_record_files(QCD_RECID)[0]
+    path = opendata.download_file(remote, folder, progress=False)
+    assert portal.hits("qcd_1.root") == ["bytes=5000-"]
+    assert path.read_bytes() == data
+    assert sorted(p.name for p in folder.iterdir()) == ["qcd_1.root"]
+
+
+def test_server_without_range_support_restarts_from_scratch(portal, root_files, tmp_path):
+    portal.supports_range = False
+    data = root_files["qcd_1.root"]
+    folder = tmp_path / "cache" / "opendata" / str(QCD_RECID)
+    folder.mkdir(parents=True)
+    (folder / "qcd_1.root.partial").write_bytes(b"garbage" * 100)
+    remote = opendata.list_record_files(QCD_RECID)[0]
+    assert opendata.download_file(remote, folder, progress=False).read_bytes() == data
+    assert portal.hits("qcd_1.root") == ["bytes=700-"]  # asked to resume, got the whole file
+
+
+# ---------------------------------------------------------------- NanoAOD -> objects
+def test_conversion_of_hand_written_event(root_files, tmp_path):
+    path = tmp_path / "qcd_1.root"
+    path.write_bytes(root_files["qcd_1.root"])
+    assert opendata.count_events(path) == N_QCD_PER_FILE
+    events = opendata.read_nanoaod(path, 7)
+    assert len(events) == 7  # only the events asked for are read
+    objects, weight = opendata.nanoaod_to_arrays(events)
+    assert objects.shape == (7, 19, 3)
+    assert objects.dtype == np.float32
+    np.testing.assert_array_equal(objects[0], HAND_TABLE)
+    assert weight.dtype == np.float32
+    assert weight[0] == np.float32(0.5)
+
+
+def test_conversion_applies_id_and_kinematic_cuts_on_random_events(root_files, tmp_path):
+    path = tmp_path / "qcd_2.root"
+    path.write_bytes(root_files["qcd_2.root"])
+    events = opendata.read_nanoaod(path)
+    objects, _ = opendata.nanoaod_to_arrays(events)
+    tight_jets = events.Jet_pt[(events.Jet_jetId >= 2) & (events.Jet_pt > 30) & (abs(events.Jet_eta) < 2.5)]
+    n_jets = np.minimum(ak.to_numpy(ak.num(tight_jets)), 10)
+    np.testing.assert_array_equal((objects[:, 9:, 0] > 0).sum(axis=1), n_jets)
+    leading = ak.to_numpy(ak.fill_none(ak.max(tight_jets, axis=1), 0.0))
+    np.testing.assert_array_equal(objects[:, 9, 0], leading.astype(np.float32))
+    electrons = objects[:, 1:5]
+    assert np.all((electrons[..., 0] == 0) | ((electrons[..., 0] > 10) & (abs(electrons[..., 1]) < 2.5)))
+    assert np.all(np.diff(objects[:, 9:, 0], axis=1) <= 0)  # pT-ordered, padding last
+
+
+# ---------------------------------------------------------------- data_fetch.load end to end
+def test_load_end_to_end_then_from_cache(portal, capsys):
+    n_events, seed = 250, 3
+    data = data_fetch.load("cms_ad", source="opendata", n_events=n_events, seed=seed, progress=False)
+    assert data.source == "opendata"
+    for name, schema in CMS_AD.schema.items():
+        assert data[name].dtype == np.dtype(schema.dtype)
+        assert data[name].shape == tuple(n_events if d == "n" else d for d in schema.shape)
+    # 80% QCD (200: exactly the first file) and 20% signal, shuffled with default_rng(seed)
+    order = np.random.default_rng(seed).permutation(n_events)
+    np.testing.assert_array_equal(data["label"], np.repeat(np.int8([0, 1]), [200, 50])[order])
+    np.testing.assert_array_equal(data["process"], np.where(data["label"] == 1, 3, 0))
+    assert np.all(data["weight"][data["label"] == 1] == 1.0)
+    matches = [i for i, row in enumerate(data["objects"]) if np.array_equal(row, HAND_TABLE)]
+    assert matches == [int(np.flatnonzero(order == 0)[0])]  # the hand event, where the shuffle put it
+    assert portal.hits("qcd_2.root") == []  # not needed for 200 QCD events
+    assert [r["recid"] for r in data.metadata["records"]] == [QCD_RECID, SIGNAL_RECID]
+    assert data.metadata["records"][0]["files"][0]["events"] == 200
+
+    n_requests = len(portal.requests)
+    again = data_fetch.load("cms_ad", source="opendata", n_events=n_events, seed=seed, progress=False)
+    assert len(portal.requests) == n_requests  # served from the cache: no HTTP request
+    for name in CMS_AD.schema:
+        np.testing.assert_array_equal(again[name], data[name])
+
+
+def test_load_downloads_more_files_only_when_needed(portal, tmp_path):
+    data_fetch.load("cms_ad", source="opendata", n_events=100, seed=0, progress=False)
+    assert portal.hits("qcd_2.root") == []
+    data = data_fetch.load("cms_ad", source="opendata", n_events=300, seed=0, progress=False)
+    assert int((data["label"] == 0).sum()) == 240  # 200 + 40 from the second file
+    assert portal.hits("qcd_1.root") == [None]  # reused from the download cache
+    assert portal.hits("qcd_2.root") == [None]
+    downloaded = [p.name for p in _cache_files(tmp_path) if p.parts[1] == "opendata"]
+    assert sorted(downloaded) == ["qcd_1.root", "qcd_2.root", "signal_1.root"]  # no .partial left
+
+
+def test_asking_more_events_than_the_record_has_fails_before_downloading(portal):
+    with pytest.raises(DataFetchError, match=r"has only 400 events, .* ask for at most 500 events"):
+        data_fetch.load("cms_ad", source="opendata", n_events=1000, progress=False)
+    assert portal.hits("qcd_1.root") == []  # the record's number_events said it all
+
+
+def test_asking_more_events_than_the_files_hold(portal):
+    del portal.records[QCD_RECID]["metadata"]["distribution"]  # the check after reading the files
+    with pytest.raises(DataFetchError, match=r"has only 400 events, .* ask for at most 500 events"):
+        data_fetch.load("cms_ad", source="opendata", n_events=1000, progress=False)
+    assert portal.hits("qcd_2.root") == [None]
+
+
+def test_cache_description_needs_no_network_and_names_what_matters(portal):
+    description = opendata.cache_description(CMS_AD, 100, 1)
+    assert portal.requests == []
+    assert description["source"] == "opendata"
+    assert description["server"] == portal.url
+    assert [r[0] for r in description["records"]] == [QCD_RECID, SIGNAL_RECID]
+    assert "Jet_jetId" in description["branches"]
+    assert opendata.cache_description(CMS_AD, 100, 2) != description
+
+
+# ---------------------------------------------------------------- source choice, offline
+def test_auto_picks_opendata_when_the_portal_answers(portal):
+    source, reason = dataset.resolve_source("auto")
+    assert source == "opendata"
+    assert portal.url in reason
+    assert portal.requests == [(f"/api/records/{QCD_RECID}", None)]
+
+
+def test_auto_picks_pythia_when_the_portal_is_unreachable(monkeypatch):
+    monkeypatch.setenv("MLHEP_OPENDATA_SERVER", _closed_port_url())
+    source, reason = dataset.resolve_source("auto")
+    assert source == "pythia"
+    assert "connection refused" in reason
+
+
+def test_portal_answering_with_server_error_is_not_reachable(portal):
+    portal.status = 503
+    ok, reason = opendata.portal_reachable()
+    assert not ok
+    assert "503" in reason
+
+
+def test_unreachable_portal_with_opendata_source_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLHEP_OPENDATA_SERVER", _closed_port_url())
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SourceUnavailableError) as error:
+        data_fetch.load("cms_ad", source="opendata", n_events=10, progress=False)
+    message = str(error.value)
+    assert "could not be reached" in message
+    assert 'source="pythia"' in message
+    assert "connection refused" in message
+    assert _cache_files(tmp_path) == []  # nothing half-written
