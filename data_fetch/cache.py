@@ -53,6 +53,10 @@ def write_entry(path: Path, arrays: dict, metadata: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, __metadata__=np.array(json.dumps(metadata)), **arrays)
+        # mkstemp makes the file private; a cache entry gets the usual permissions instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
