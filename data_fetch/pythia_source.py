@@ -150,8 +150,10 @@ def generate_particles(task: Task, bare: bool = False):
 def _isolated_lepton_mask(pt, eta, phi, pid, visible):
     """Per particle of one event: is it an isolated electron or muon inside the acceptance?"""
     apid = np.abs(pid)
-    candidate = (((apid == 11) & (pt > cms_ad.SELECTION["electron"][0]) & (np.abs(eta) < cms_ad.SELECTION["electron"][1]))
-                 | ((apid == 13) & (pt > cms_ad.SELECTION["muon"][0]) & (np.abs(eta) < cms_ad.SELECTION["muon"][1])))
+    candidate = np.zeros(len(pt), dtype=bool)
+    for pdg, kind in ((11, "electron"), (13, "muon")):
+        pt_min, eta_max = cms_ad.SELECTION[kind]
+        candidate |= (apid == pdg) & (pt > pt_min) & (np.abs(eta) < eta_max)
     mask = np.zeros(len(pt), dtype=bool)
     for i in np.flatnonzero(candidate):
         dphi = np.angle(np.exp(1j * (phi - phi[i])))

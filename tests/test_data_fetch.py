@@ -1,14 +1,13 @@
 """data_fetch: the cms_ad layout, the offline Pythia source, the cache and the command line."""
 
-import os
-from pathlib import Path
+import dataclasses
 
 import awkward as ak
 import numpy as np
 import pytest
 
 import data_fetch
-from data_fetch import cache, cms_ad, dataset, pythia_source
+from data_fetch import cache, cms_ad, pythia_source
 from data_fetch.__main__ import main as cli
 from data_fetch.registry import CMS_AD
 
@@ -103,19 +102,18 @@ def test_different_seed_different_events(small_sample):
 
 
 def test_cache_key_covers_every_setting(monkeypatch):
-    def key(**changes):
-        return cache.cache_key(pythia_source.cache_description(CMS_AD, changes.get("n", 100), changes.get("seed", 0)))
+    def key(spec=CMS_AD, n=100, seed=0):
+        return cache.cache_key(pythia_source.cache_description(spec, n, seed))
 
     base = key()
     assert key(n=101) != base and key(seed=1) != base
     monkeypatch.setitem(pythia_source.DETECTOR, "jet_radius", 0.5)
     assert key() != base, "a detector setting must change the key"
     monkeypatch.undo()
-    process = CMS_AD.processes[0]
-    changed = type(CMS_AD)(**{**CMS_AD.__dict__, "processes": (type(process)(
-        **{**process.__dict__, "pythia_settings": process.pythia_settings + ("PartonLevel:MPI = off",)}),)
-        + CMS_AD.processes[1:]})
-    assert cache.cache_key(pythia_source.cache_description(changed, 100, 0)) != base, "a Pythia setting must change the key"
+    qcd = CMS_AD.processes[0]
+    qcd_without_mpi = dataclasses.replace(qcd, pythia_settings=qcd.pythia_settings + ("PartonLevel:MPI = off",))
+    changed = dataclasses.replace(CMS_AD, processes=(qcd_without_mpi,) + CMS_AD.processes[1:])
+    assert key(changed) != base, "a Pythia setting must change the key"
 
 
 # ----------------------------------------------------------------- load() and the cache

@@ -37,7 +37,8 @@ def test_installed_versions_match_the_pins():
             installed = None
         if installed != pinned:
             wrong[name] = (pinned, installed)
-    assert not wrong, f"installed versions differ from pyproject.toml (pinned, installed): {wrong}; run `bash run.sh setup`"
+    assert not wrong, (f"installed versions differ from pyproject.toml (pinned, installed): {wrong}; "
+                       "run `bash run.sh setup`")
 
 
 def test_python_is_3_11():

@@ -8,6 +8,7 @@ import pytest
 
 from mlhep.figures import read_figures
 from mlhep.notebooks import REPO, course_notebooks, run_notebook
+
 from notebook_expectations import EXPECTATIONS, MAX_SECONDS_PER_NOTEBOOK
 
 ALL_COMMITTED = sorted(p for folder in ("course", "solutions", "exercises")
@@ -42,7 +43,8 @@ def test_has_parameters_cell_and_course_kernel(path):
 @pytest.mark.parametrize("path", RUNNABLE, ids=rel)
 def test_runs_at_ci_scale_and_records_expected_figures(path, tmp_path):
     expected = EXPECTATIONS.get(rel(path))
-    assert expected is not None, f"add the CI parameters and expected figures of {rel(path)} to tests/notebook_expectations.py"
+    assert expected is not None, (
+        f"add the CI parameters and expected figures of {rel(path)} to tests/notebook_expectations.py")
     start = time.perf_counter()
     executed = run_notebook(path, tmp_path / path.name, expected["parameters"])
     seconds = time.perf_counter() - start
