@@ -1,0 +1,61 @@
+"""Command line: ``python -m autograder release|grade ...`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .course import AutograderError, UsageError
+from .grade import grade
+from .release import release
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with a sub-command per task."""
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    release_cmd = commands.add_parser(
+        "release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)")
+    release_cmd.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                             help="folders of solutions/ to release (default: all)")
+    release_cmd.add_argument("--release-dir", metavar="DIR",
+                             help="write the released assignments here instead of exercises/")
+
+    grade_cmd = commands.add_parser("grade", help="autograde a class's submissions of an assignment")
+    grade_cmd.add_argument("assignment", metavar="ASSIGNMENT", help="a folder of solutions/")
+    grade_cmd.add_argument("submissions_dir", metavar="SUBMISSIONS_DIR",
+                           help="one folder per student, named by the student id")
+    grade_cmd.add_argument("--out", metavar="OUT_DIR",
+                           help="where grades.csv, feedback/ and logs/ go (default: SUBMISSIONS_DIR-graded)")
+    grade_cmd.add_argument("--cell-timeout", type=float, default=300, metavar="S",
+                           help="seconds a cell may run before it is interrupted (default: 300)")
+    grade_cmd.add_argument("--notebook-timeout", type=float, default=900, metavar="S",
+                           help="seconds one student's grading may take before it is stopped (default: 900)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; plain error messages instead of tracebacks. Returns the exit code."""
+    args = parse_args(argv)
+    try:
+        if args.command == "release":
+            for folder in release(args.assignments, args.release_dir):
+                print(f"released {folder}")
+        else:
+            submissions = Path(args.submissions_dir).resolve()
+            out_dir = args.out or submissions.parent / f"{submissions.name}-graded"
+            grade(args.assignment, args.submissions_dir, out_dir,
+                  cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except AutograderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

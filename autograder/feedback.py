@@ -1,0 +1,27 @@
+"""Keep hidden tests out of the feedback that students receive.
+
+nbgrader 0.9.6 builds feedback from the autograded notebook, into which autograde has put the
+hidden tests back, and its ``generate_feedback`` does not remove them again. The private grading
+course of :mod:`autograder.grade` therefore adds :class:`HideHiddenTests` to the feedback
+preprocessors.
+"""
+
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """Remove the hidden tests from test cells, and the code quoted in their tracebacks.
+
+    A failing hidden assert would otherwise show up in the traceback, with the line of
+    test code around it. The error's type and message stay: they are the student's hint
+    (e.g. ``AssertionError: jet counts wrong on random events``).
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and utils.is_grade(cell) and self._remove_hidden_test_region(cell):
+            for output in cell.get("outputs", []):
+                if output.output_type == "error":
+                    message = f"{output.ename}: {output.evalue}" if output.evalue else output.ename
+                    output.traceback = [message]
+        return cell, resources

@@ -1,0 +1,285 @@
+"""Grade a class's submissions of one assignment with nbgrader.
+
+The grading happens in a private nbgrader course inside the output folder, never in the
+repository: ``OUT/nbgrader/`` has its own ``nbgrader_config.py``, a copy of the assignment's
+solutions as nbgrader's source, its own ``gradebook.db``, and ``submitted/<student>/...``.
+Each student is autograded by a separate nbgrader process with a wall-clock limit, so no
+submission can stop the batch. The results go to ``OUT/grades.csv`` and ``OUT/feedback/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from nbgrader.api import Gradebook
+from tqdm.auto import tqdm
+
+from .course import (
+    COURSE_CONFIG,
+    EXERCISES_DIR,
+    SOLUTIONS_DIR,
+    AutograderError,
+    UsageError,
+    check_assignment,
+    notebook_names,
+    run_nbgrader,
+)
+from .diagnose import describe_notebook, explain_failure, notebook_problem
+
+COLUMNS = ["student", "assignment", "score", "max_score", "status", "reason"]
+COURSE_ID = "mlhep"  # as in the repository's nbgrader_config.py
+
+# The private course's configuration. It loads the repository's configuration first, so that
+# the code stub (part of the checksums nbgrader records) and everything else are the course's.
+CONFIG_TEMPLATE = '''\
+"""nbgrader configuration of a private grading course, written by autograder.grade."""
+
+c = get_config()  # noqa: F821
+load_subconfig({course_config!r})  # noqa: F821  (the course's own settings)
+
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.course_id = {course_id!r}
+
+# Per-cell time limit. nbgrader's Execute has its own timeout trait, so both are set.
+# A cell past it is interrupted and the notebook goes on: the tests it broke score 0.
+c.Execute.timeout = {cell_timeout}
+c.ExecutePreprocessor.timeout = {cell_timeout}
+c.Execute.interrupt_on_timeout = True
+c.ExecutePreprocessor.interrupt_on_timeout = True
+
+# Feedback without the hidden tests (nbgrader 0.9.6 would show them).
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "autograder.feedback.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+'''
+
+
+def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
+          cell_timeout: float = 300, notebook_timeout: float = 900) -> list[dict]:
+    """Autograde every student's submission of ``assignment``.
+
+    Args:
+        assignment: name of a folder in ``solutions/``.
+        submissions_dir: one folder per student, named by the student id, holding the
+            assignment's notebook(s) directly or in a subfolder named like the assignment.
+        out_dir: where to write ``grades.csv``, ``feedback/<student>/``, ``logs/`` and the
+            private nbgrader course ``nbgrader/`` (the outputs of an earlier run are replaced).
+        cell_timeout: seconds a cell may run before it is interrupted.
+        notebook_timeout: seconds the grading of one student may take before it is stopped.
+
+    Returns:
+        One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
+
+    Raises:
+        UsageError: unknown assignment, no student folders, output folder not writable,
+            time limits not positive.
+    """
+    check_assignment(assignment)
+    if cell_timeout <= 0 or notebook_timeout <= 0:
+        raise UsageError("the time limits must be positive numbers of seconds")
+    students = find_students(Path(submissions_dir))
+    out_dir = prepare_out_dir(Path(out_dir), Path(submissions_dir))
+    course = make_course(out_dir / "nbgrader", assignment, cell_timeout)
+    max_score = generate_assignment(course, assignment)
+
+    rows = []
+    progress = tqdm(sorted(students.items()), desc=f"grading {assignment}", unit="student")
+    for student, folder in progress:
+        progress.set_postfix_str(student)
+        rows.append(grade_student(course, assignment, student, folder, max_score, out_dir,
+                                  cell_timeout, notebook_timeout))
+    progress.close()
+    give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
+
+    write_csv(rows, out_dir / "grades.csv")
+    print(summary(rows, out_dir))
+    return rows
+
+
+# --- Checking the input ---------------------------------------------------------------------
+
+def find_students(submissions_dir: Path) -> dict[str, Path]:
+    """Student id -> folder, for each subfolder of ``submissions_dir`` (hidden ones skipped)."""
+    if not submissions_dir.is_dir():
+        raise UsageError(f"the submissions folder {submissions_dir} does not exist")
+    students = {folder.name: folder for folder in submissions_dir.iterdir()
+                if folder.is_dir() and not folder.name.startswith(".")}
+    if not students:
+        raise UsageError(f"the submissions folder {submissions_dir} has no student folders "
+                         "(expected one folder per student, named by the student id)")
+    return students
+
+
+def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
+    """Create ``out_dir``, check that it is writable, and remove an earlier run's outputs."""
+    out_dir = out_dir.resolve()
+    for protected in (submissions_dir.resolve(), SOLUTIONS_DIR, EXERCISES_DIR):
+        if out_dir == protected or protected in out_dir.parents:
+            raise UsageError(f"the output folder {out_dir} must not be inside {protected}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to the output folder {out_dir}: "
+                         f"{error.strerror or error}") from None
+    for old in ("nbgrader", "feedback", "logs"):
+        shutil.rmtree(out_dir / old, ignore_errors=True)
+    (out_dir / "grades.csv").unlink(missing_ok=True)
+    (out_dir / "logs").mkdir()
+    return out_dir
+
+
+# --- The private nbgrader course ------------------------------------------------------------
+
+def make_course(root: Path, assignment: str, cell_timeout: float) -> Path:
+    """Create the private nbgrader course at ``root`` with a copy of the assignment's source."""
+    shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
+                                    course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
+    (root / "nbgrader_config.py").write_text(config)
+    return root
+
+
+def gradebook(course: Path) -> Gradebook:
+    """The private course's gradebook (use it in a ``with`` block)."""
+    return Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id=COURSE_ID)
+
+
+def generate_assignment(course: Path, assignment: str) -> float:
+    """Record the assignment, its test cells and hidden tests in the gradebook; its max score."""
+    result = run_nbgrader(["generate_assignment", assignment, "--force"], cwd=course,
+                          log_path=course / "generate_assignment.log")
+    if result.returncode != 0:
+        raise AutograderError(f"nbgrader generate_assignment failed for {assignment}:\n{result.output}")
+    with gradebook(course) as gb:
+        return gb.find_assignment(assignment).max_score
+
+
+# --- One student ----------------------------------------------------------------------------
+
+def grade_student(course: Path, assignment: str, student: str, folder: Path, max_score: float,
+                  out_dir: Path, cell_timeout: float, notebook_timeout: float) -> dict:
+    """Pre-check and autograde one student's submission; their row of ``grades.csv``."""
+    row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score}
+
+    problems = copy_submission(folder, course / "submitted" / student / assignment, assignment)
+    if not any((course / "submitted" / student / assignment / name).exists()
+               for name in notebook_names(assignment)):
+        return {**row, "status": "failed", "reason": "; ".join(problems)}
+
+    log_path = out_dir / "logs" / f"{student}.log"
+    result = run_nbgrader(["autograde", assignment, "--student", student, "--create", "--force"],
+                          cwd=course, timeout=notebook_timeout, log_path=log_path)
+    if result.timed_out or result.returncode != 0:
+        # No half-graded notebook must reach the feedback step.
+        shutil.rmtree(course / "autograded" / student, ignore_errors=True)
+        if result.timed_out:
+            reason = f"grading took longer than {notebook_timeout:g} s and was stopped"
+        else:
+            reason = explain_failure(result.output, cell_timeout)
+        return {**row, "status": "failed", "reason": "; ".join(problems + [reason])}
+
+    score, messages = read_results(course, assignment, student, cell_timeout)
+    return {**row, "score": score, "status": "graded", "reason": "; ".join(problems + messages)}
+
+
+def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
+    """Copy a student's submission to ``dest``, leaving out notebooks nbgrader cannot read.
+
+    The notebooks may be in the student's folder or in a subfolder named like the assignment.
+    Returns the problems found, in plain words (an empty list when there are none).
+    """
+    if (folder / assignment).is_dir():
+        folder = folder / assignment
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    problems = []
+    for name in notebook_names(assignment):
+        path = dest / name
+        if not path.is_file():
+            others = sorted(p.name for p in dest.glob("*.ipynb") if p.name not in notebook_names(assignment))
+            found = f" (found: {', '.join(others)})" if others else ""
+            problems.append(f"no notebook named {name} in the submission{found}")
+        elif problem := notebook_problem(path):
+            # nbgrader would stop at this file; without it, it grades the other notebooks
+            # and gives this one 0.
+            path.unlink()
+            problems.append(f"{name} is {problem}" if len(notebook_names(assignment)) > 1 else problem)
+    return problems
+
+
+def read_results(course: Path, assignment: str, student: str,
+                 cell_timeout: float) -> tuple[float, list[str]]:
+    """The student's score from the gradebook, and what went wrong in their notebooks."""
+    names = notebook_names(assignment)
+    messages = []
+    with gradebook(course) as gb:
+        submission = gb.find_submission(assignment, student)
+        score = submission.score
+        for notebook in submission.notebooks:
+            path = course / "autograded" / student / assignment / f"{notebook.name}.ipynb"
+            if not path.exists():
+                continue  # missing from the submission: already reported
+            scores = {grade.name: (grade.score, grade.max_score, grade.needs_manual_grade)
+                      for grade in notebook.grades}
+            label = f"{notebook.name}.ipynb: " if len(names) > 1 else ""
+            messages += describe_notebook(path, scores, cell_timeout, label)
+    return score, messages
+
+
+def give_feedback(course: Path, assignment: str, rows: list[dict], out_dir: Path) -> None:
+    """Write the feedback HTML of the students in ``rows`` to ``OUT/feedback/<student>/``.
+
+    One nbgrader run for the whole class, as nbgrader's start-up takes seconds. A student
+    whose feedback is missing afterwards gets a remark in their row.
+    """
+    if not rows:
+        return
+    run_nbgrader(["generate_feedback", assignment, "--force"], cwd=course,
+                 log_path=course / "generate_feedback.log")
+    for row in rows:
+        pages = sorted((course / "feedback" / row["student"] / assignment).glob("*.html"))
+        if not pages:
+            remark = "nbgrader could not write the feedback (see nbgrader/generate_feedback.log)"
+            row["reason"] = "; ".join(filter(None, [row["reason"], remark]))
+            continue
+        dest = out_dir / "feedback" / row["student"]
+        dest.mkdir(parents=True, exist_ok=True)
+        for page in pages:
+            shutil.copy(page, dest / page.name)
+
+
+# --- Results ----------------------------------------------------------------------------------
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Write the grades, one row per student."""
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary(rows: list[dict], out_dir: Path) -> str:
+    """A few lines for the TA: how many were graded, how many failed and why, where to look."""
+    graded = [row for row in rows if row["status"] == "graded"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    lines = [f"Graded {len(graded)} of {len(rows)} students"
+             + (f" ({sum(1 for row in graded if row['reason'])} with remarks)." if graded else ".")]
+    if failed:
+        lines.append(f"Failed {len(failed)}:")
+        # Group by the first reason, so that 30 times the same problem reads as one line.
+        causes = Counter(row["reason"].split("; ")[0] for row in failed)
+        lines += [f"  {count} x {cause}" for cause, count in causes.most_common()]
+    lines.append(f"Grades:   {out_dir / 'grades.csv'}")
+    lines.append(f"Feedback: {out_dir / 'feedback'}/<student>/")
+    lines.append(f"Logs:     {out_dir / 'logs'}/<student>.log")
+    return "\n".join(lines)
