@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # installed with ipykernel; used to find the kernels nbgrader starts
+import psutil  # finds the kernels nbgrader starts, so a stopped run leaves none behind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
