@@ -64,8 +64,7 @@ def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], 
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         name = label + (grade_id or f"number {index + 1}")
         score, max_score, needs_manual_grade = scores.get(grade_id, (0, 0, False))
-        if needs_manual_grade:  # e.g. a written answer
-            messages.append(f"cell {name} needs manual grading (not included in the score)")
+        if needs_manual_grade:  # e.g. a written answer: counted in the to_grade_by_hand column
             continue
         if cell.cell_type != "code":
             continue

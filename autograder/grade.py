@@ -30,7 +30,9 @@ from .course import (
 )
 from .diagnose import describe_notebook, explain_failure, notebook_problem
 
-COLUMNS = ["student", "assignment", "score", "max_score", "status", "reason"]
+# to_grade_by_hand: points of cells (e.g. written answers) that wait for a person in the formgrader;
+# until then they count 0 in `score`.
+COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "status", "reason"]
 COURSE_ID = "mlhep"  # as in the repository's nbgrader_config.py
 
 # The private course's configuration. It loads the repository's configuration first, so that
@@ -170,7 +172,8 @@ def generate_assignment(course: Path, assignment: str) -> float:
 def grade_student(course: Path, assignment: str, student: str, folder: Path, max_score: float,
                   out_dir: Path, cell_timeout: float, notebook_timeout: float) -> dict:
     """Pre-check and autograde one student's submission; their row of ``grades.csv``."""
-    row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score}
+    row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score,
+           "to_grade_by_hand": 0.0}
 
     problems = copy_submission(folder, course / "submitted" / student / assignment, assignment)
     if not any((course / "submitted" / student / assignment / name).exists()
@@ -189,8 +192,9 @@ def grade_student(course: Path, assignment: str, student: str, folder: Path, max
             reason = explain_failure(result.output, cell_timeout)
         return {**row, "status": "failed", "reason": "; ".join(problems + [reason])}
 
-    score, messages = read_results(course, assignment, student, cell_timeout)
-    return {**row, "score": score, "status": "graded", "reason": "; ".join(problems + messages)}
+    score, by_hand, messages = read_results(course, assignment, student, cell_timeout)
+    return {**row, "score": score, "to_grade_by_hand": by_hand, "status": "graded",
+            "reason": "; ".join(problems + messages)}
 
 
 def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
@@ -218,13 +222,15 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
 
 
 def read_results(course: Path, assignment: str, student: str,
-                 cell_timeout: float) -> tuple[float, list[str]]:
-    """The student's score from the gradebook, and what went wrong in their notebooks."""
+                 cell_timeout: float) -> tuple[float, float, list[str]]:
+    """The student's score, the points still to grade by hand, and what went wrong."""
     names = notebook_names(assignment)
     messages = []
     with gradebook(course) as gb:
         submission = gb.find_submission(assignment, student)
         score = submission.score
+        by_hand = sum(grade.max_score for notebook in submission.notebooks for grade in notebook.grades
+                      if grade.needs_manual_grade)
         for notebook in submission.notebooks:
             path = course / "autograded" / student / assignment / f"{notebook.name}.ipynb"
             if not path.exists():
@@ -233,7 +239,7 @@ def read_results(course: Path, assignment: str, student: str,
                       for grade in notebook.grades}
             label = f"{notebook.name}.ipynb: " if len(names) > 1 else ""
             messages += describe_notebook(path, scores, cell_timeout, label)
-    return score, messages
+    return score, by_hand, messages
 
 
 def give_feedback(course: Path, assignment: str, rows: list[dict], out_dir: Path) -> None:

@@ -86,6 +86,12 @@ def broken_copy(notebook_path: Path, grade_id: str, first_lines: str) -> str:
     return nbformat.writes(notebook)
 
 
+def points_by_hand(notebook_path: Path) -> float:
+    """Points of the cells a person grades (graded solution cells, e.g. written answers)."""
+    return sum(meta["points"] for _, meta in nbgrader_cells(notebook_path)
+               if meta.get("grade") and meta.get("solution"))
+
+
 def points_after(notebook_path: Path, grade_id: str) -> float:
     """Points of the test cells between solution cell ``grade_id`` and the next solution cell:
     the points a student loses when that solution cell does not define anything."""
@@ -126,7 +132,8 @@ def hidden_and_visible_test_lines(notebook_path: Path) -> tuple[set[str], set[st
 def read_csv(path: Path) -> dict[str, dict]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        assert reader.fieldnames == ["student", "assignment", "score", "max_score", "status", "reason"]
+        assert reader.fieldnames == ["student", "assignment", "score", "max_score", "to_grade_by_hand",
+                                     "status", "reason"]
         return {row["student"]: row for row in reader}
 
 
@@ -232,7 +239,10 @@ def test_reference_gets_full_marks(graded, assignment):
     rows, _, _ = graded[assignment]
     row = rows["reference"]
     assert row["status"] == "graded" and row["reason"] == "", row
-    assert row["max_score"] > 0 and row["score"] == row["max_score"], row
+    by_hand = sum(points_by_hand(path) for path in (SOLUTIONS_DIR / assignment).glob("*.ipynb"))
+    assert row["to_grade_by_hand"] == by_hand, row
+    # Full marks for everything the autograder can grade; written answers wait for a person.
+    assert row["max_score"] > by_hand and row["score"] == row["max_score"] - by_hand, row
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
