@@ -9,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-# The lecture defaults and the CI scale of the cms_ad dataset (see course/ and tests/).
+# The lecture defaults and the CI scale of the cms_ad dataset (see course/ and tests/), and the
+# held-out sample with which the grader judges the students' autoencoders (lesson 01).
 LECTURE_EVENTS=100000
 EXERCISE_EVENTS=10000
+HELD_OUT_EVENTS=5000
+HELD_OUT_SEED=2024
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.11 python3 python; do
@@ -42,8 +45,8 @@ setup() {
         --display-name "Python (mlhep course)" >/dev/null
 }
 
-fetch() {  # fetch N: the cms_ad dataset with N events from the offline source, into the cache
-    "$VENV/bin/python" -m data_fetch fetch cms_ad --source pythia --n-events "$1" --seed 0
+fetch() {  # fetch N [SEED]: the cms_ad dataset with N events from the offline source, into the cache
+    "$VENV/bin/python" -m data_fetch fetch cms_ad --source pythia --n-events "$1" --seed "${2:-0}"
 }
 
 command=${1:-}
@@ -52,11 +55,13 @@ case "$command" in
     course)
         setup
         fetch "$EXERCISE_EVENTS"
+        fetch "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
         fetch "$LECTURE_EVENTS"
         "$VENV/bin/python" -m mlhep.build --source pythia ;;
     test)
         setup
         fetch "$EXERCISE_EVENTS"
+        fetch "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
         shift
         "$VENV/bin/python" -m pytest "$@" ;;
     lab)

@@ -47,3 +47,36 @@ def compare_distributions(values_by_name: dict, bins, ax=None, xlabel: str = "",
     ax.legend()
     label(ax=ax, source=source)
     return ax
+
+
+def roc_curves(curves: dict, ax=None, source: str = "pythia", rate_axis: bool = True):
+    """ROC curves with a logarithmic false-positive-rate axis (introduced in lesson 01).
+
+    Args:
+        curves: {legend label: (labels, scores)}.
+        rate_axis: add a top axis with the background rate at 40 MHz (trigger picture).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from .metrics import COLLISION_RATE_HZ
+
+    if ax is None:
+        _, ax = plt.subplots()
+    for name, (labels, scores) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(labels, scores):.3f})")
+    guess = np.logspace(-6, 0, 200)  # sampled: a straight segment would be wrong on a log axis
+    ax.plot(guess, guess, ls=":", color="grey", label="random")
+    ax.set_xscale("log")
+    ax.set_xlim(left=max(1e-5, 0.5 / max(len(np.asarray(lbl)) for lbl, _ in curves.values())), right=1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("background efficiency (false-positive rate)")
+    ax.set_ylabel("signal efficiency")
+    ax.legend(loc="upper left")
+    if rate_axis:
+        to_rate, to_fpr = (lambda f: f * COLLISION_RATE_HZ), (lambda r: r / COLLISION_RATE_HZ)
+        top = ax.secondary_xaxis("top", functions=(to_rate, to_fpr))
+        top.set_xlabel("background rate at 40 MHz [Hz]")
+    else:
+        label(ax=ax, source=source)
+    return ax

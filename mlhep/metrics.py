@@ -1,0 +1,46 @@
+"""Classifier and anomaly-detector metrics shared by the lessons (introduced in lesson 01).
+
+Convention: an event is *selected* when its score is strictly above the threshold, and the
+operating point at a target false-positive rate is the best one whose background efficiency
+does not exceed the target (the same staircase as ``sklearn.metrics.roc_curve``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+#: LHC bunch-crossing rate seen by the first trigger level, in Hz.
+COLLISION_RATE_HZ = 40e6
+
+
+def tpr_at_fpr(labels, scores, target_fpr: float) -> float:
+    """Signal efficiency at the best operating point with background efficiency <= target_fpr."""
+    # drop_intermediate=False: the default drops corner points of the staircase that can be
+    # the best operating point at a given rate.
+    fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores), drop_intermediate=False)
+    return float(tpr[fpr <= target_fpr].max())
+
+
+def roc_summary(labels, scores, target_fprs=(1e-3, 1e-4)) -> dict:
+    """AUC and the signal efficiency at each target false-positive rate.
+
+    Also reports the smallest false-positive rate the background sample can measure
+    (one event), so that a figure at a smaller rate is not over-read.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    summary = {"auc": float(roc_auc_score(labels, scores)),
+               "smallest_measurable_fpr": 1.0 / max(1, int((labels == 0).sum()))}
+    for target in target_fprs:
+        summary[f"tpr_at_fpr_{target:.0e}"] = tpr_at_fpr(labels, scores, target)
+    return summary
+
+
+def trigger_rate_hz(fpr: float) -> float:
+    """Background rate a trigger with this false-positive rate passes at 40 MHz."""
+    return fpr * COLLISION_RATE_HZ
+
+
+def fpr_for_rate(rate_hz: float) -> float:
+    """False-positive rate that fits a trigger rate budget (e.g. 1 kHz -> 2.5e-5)."""
+    return rate_hz / COLLISION_RATE_HZ
