@@ -99,8 +99,13 @@ def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str =
     key = cache.cache_key(producer.cache_description(spec, n_events, seed))
     path = cache.entry_path(name, chosen, key)
     if path.exists():
-        arrays, metadata = cache.read_entry(path)
-        return Dataset(name, chosen, arrays, metadata)
+        try:
+            arrays, metadata = cache.read_entry(path)
+            return Dataset(name, chosen, arrays, metadata)
+        except Exception as exc:  # damaged on disk (writes are atomic, disks and copies are not)
+            print(f"data_fetch: the cached file {path} is unreadable ({type(exc).__name__}); "
+                  "removing it and producing the dataset again")
+            path.unlink(missing_ok=True)
 
     cache.ensure_writable(path.parent)
     start = time.perf_counter()

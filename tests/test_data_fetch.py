@@ -141,6 +141,17 @@ def test_load_caches_and_serves_from_the_cache(data_dir, monkeypatch, capsys):
     assert second.metadata["cache_key"] == first.metadata["cache_key"]
 
 
+def test_a_damaged_cache_entry_is_replaced(data_dir, monkeypatch, capsys):
+    monkeypatch.setattr(pythia_source, "produce", fake_produce)
+    first = data_fetch.load("cms_ad", n_events=30, seed=5, source="pythia")
+    (entry,) = (data_dir / "datasets").iterdir()
+    entry.write_bytes(entry.read_bytes()[:100])  # e.g. a copy cut short
+    again = data_fetch.load("cms_ad", n_events=30, seed=5, source="pythia")
+    assert "unreadable" in capsys.readouterr().out
+    np.testing.assert_array_equal(first["objects"], again["objects"])
+    assert len(list((data_dir / "datasets").iterdir())) == 1
+
+
 def test_a_failed_production_leaves_nothing_in_the_cache(data_dir, monkeypatch):
     def dies_while_writing(spec, n_events, seed, progress=True):
         raise KeyboardInterrupt
