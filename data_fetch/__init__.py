@@ -11,7 +11,8 @@ Sources:
   jets, and a simple parametric detector model smears them (see ``data_fetch.pythia_source``).
 * ``"opendata"``: the real CMS simulation, downloaded from the CERN Open Data portal and read
   with uproot (see ``data_fetch.opendata``).
-* ``"auto"``: ``opendata`` if the portal answers within a few seconds, otherwise ``pythia``.
+* ``"auto"``: ``opendata`` if the portal answers within a few seconds, otherwise ``pythia``;
+  ``pythia`` straight away for datasets that exist only offline (e.g. ``reweighting``).
 
 Every result is cached (``$MLHEP_DATA_DIR`` or the user cache folder) under a key that
 covers the dataset, source, size, seed and every generator setting.

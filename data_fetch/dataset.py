@@ -9,7 +9,7 @@ import numpy as np
 
 from . import cache
 from .errors import DataFetchError
-from .registry import DATASETS, get_spec
+from .registry import DATASETS, DatasetSpec, get_spec
 
 SOURCES = ("auto", "pythia", "opendata")
 
@@ -42,8 +42,9 @@ def info(name: str) -> str:
     """A human-readable description of dataset ``name`` and its schema."""
     spec = get_spec(name)
     lines = [f"{spec.name}: {spec.description}", "", "arrays:"]
+    width = max(10, *(len(array) for array in spec.schema))
     for array, schema in spec.schema.items():
-        lines.append(f"  {array:10s} {schema.dtype:8s} {str(schema.shape):14s} {schema.description}")
+        lines.append(f"  {array:{width}s} {schema.dtype:8s} {str(schema.shape):14s} {schema.description}")
     lines += ["", f"default n_events: {spec.default_n_events}", f"sources: {', '.join(spec.sources)}"]
     if spec.notes:
         lines += ["", spec.notes]
@@ -60,10 +61,19 @@ def _check_arguments(name: str, source: str, n_events: int, seed: int) -> None:
         raise DataFetchError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def resolve_source(source: str) -> tuple[str, str]:
-    """Return (source, reason). ``auto`` asks the portal with a short timeout."""
+def resolve_source(source: str, spec: DatasetSpec | None = None) -> tuple[str, str]:
+    """Return (source, reason). ``auto`` asks the portal with a short timeout.
+
+    With ``spec``, the source must be one of ``spec.sources``; for a dataset without an
+    ``opendata`` source, ``auto`` means ``pythia`` and the portal is not asked.
+    """
+    if spec is not None and source != "auto" and source not in spec.sources:
+        choices = " or ".join(f'"{s}"' for s in (*spec.sources, "auto"))
+        raise DataFetchError(f"dataset {spec.name!r} has no {source} source; use source={choices}")
     if source != "auto":
         return source, "requested explicitly"
+    if spec is not None and "opendata" not in spec.sources:
+        return "pythia", "the only source of this dataset"
     from . import opendata
 
     ok, why = opendata.portal_reachable()
@@ -89,7 +99,7 @@ def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str =
     spec = get_spec(name)
     n_events = spec.default_n_events if n_events is None else n_events
     _check_arguments(name, source, n_events, seed)
-    chosen, reason = resolve_source(source)
+    chosen, reason = resolve_source(source, spec)
     print(f"data_fetch: {name} from source '{chosen}' ({reason})")
     if chosen == "pythia":
         from . import pythia_source as producer

@@ -1,6 +1,11 @@
 """The offline source: Pythia 8 events, FastJet jets and a parametric detector model.
 
-Detector model (the one place it is described):
+Each dataset turns the generated particles into its arrays with its own builder
+(``BUILDERS``): ``cms_ad`` applies the detector model below and builds the object table
+(:func:`reconstruct`); ``reweighting`` computes particle-level jet observables
+(:func:`jet_observables`).
+
+Detector model of ``cms_ad`` (the one place it is described):
 
 * Particles: every final-state particle except neutrinos enters the detector if |eta| < 4.9.
 * Leptons: an electron (muon) with pT > 10 GeV and |eta| < 2.5 (2.4) is *isolated* when the
@@ -13,6 +18,16 @@ Detector model (the one place it is described):
   (for jets above 15 GeV), plus Gaussian noise of 0.5 sqrt(sum E_T / GeV) GeV per component.
 * No efficiencies, fakes or pile-up: a teaching model, not a CMS simulation.
 
+Observables of ``reweighting`` (particle level, no detector model; settings in
+``JET_OBSERVABLES``): anti-kT R = 0.8 jets (FastJet) on every final-state particle except
+neutrinos with |eta| < 4.9, kept above 20 GeV and ordered by pT. For the leading jet: pT, eta,
+mass, number of constituents, width (girth: the pT-weighted mean Delta R(eta, phi) of the
+constituents to the jet axis) and pT dispersion p_T^D = sqrt(sum pT_i^2) / sum pT_i; the
+second jet's mass; the number of jets with pT > 50 GeV and |eta| < 2.5 and their scalar pT sum
+HT. These are the quantities the final-state shower coupling changes most: less radiation
+means fewer constituents, narrower jets and a larger p_T^D. An event without any jet (not
+expected at pT-hat > 300 GeV) gets zeros.
+
 Events are produced in tasks of ``TASK_SIZE`` events, each with its own seed derived from
 (seed, process, task number), so the result does not depend on how many cores share the work.
 """
@@ -23,6 +38,7 @@ import multiprocessing
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import awkward as ak
@@ -30,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import cms_ad
+from .errors import DataFetchError
 from .registry import COMMON_PYTHIA_SETTINGS, DatasetSpec, GeneratedProcess
 
 TASK_SIZE = 200
@@ -46,6 +63,14 @@ DETECTOR = {
     "met_noise": 0.5,
 }
 NEUTRINOS = (12, 14, 16)
+#: Particle-level jets of the `reweighting` dataset (see the module docstring).
+JET_OBSERVABLES = {
+    "eta_max": 4.9,  # visible particles entering the clustering
+    "jet_radius": 0.8,
+    "jet_pt_min": 20.0,  # jets kept: the leading and second jet are the highest-pT ones above this
+    "count_pt_min": 50.0,  # jets counted in n_jets and ht ...
+    "count_eta_max": 2.5,  # ... inside this |eta|
+}
 
 
 def default_workers() -> int:
@@ -62,9 +87,9 @@ def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
     """Everything the generated arrays depend on; its hash is the cache key."""
     return {
         "dataset": spec.name, "source": "pythia", "n_events": int(n_events), "seed": int(seed),
-        "common": COMMON_PYTHIA_SETTINGS, "task_size": TASK_SIZE, "detector": DETECTOR,
-        "selection": cms_ad.SELECTION, "pythia8mc": pythia_version(),
+        "common": COMMON_PYTHIA_SETTINGS, "task_size": TASK_SIZE, "pythia8mc": pythia_version(),
         "processes": [(p.name, p.code, p.label, p.fraction, p.pythia_settings) for p in spec.processes],
+        **builder_for(spec.name).settings(),
     }
 
 
@@ -74,6 +99,7 @@ class Task:
     n_events: int
     seed: int
     index: int  # position in the final, unshuffled dataset
+    dataset: str  # picks the builder (BUILDERS) that turns the particles into arrays
 
 
 def plan_tasks(spec: DatasetSpec, n_events: int, seed: int) -> list[Task]:
@@ -84,7 +110,7 @@ def plan_tasks(spec: DatasetSpec, n_events: int, seed: int) -> list[Task]:
     for process, count in zip(spec.processes, counts):
         for chunk, start in enumerate(range(0, count, TASK_SIZE)):
             task_seed = zlib.crc32(f"{seed}/{process.name}/{chunk}".encode()) % 900_000_000
-            tasks.append(Task(process, min(TASK_SIZE, count - start), task_seed, len(tasks)))
+            tasks.append(Task(process, min(TASK_SIZE, count - start), task_seed, len(tasks), spec.name))
     return tasks
 
 
@@ -94,7 +120,8 @@ _GENERATORS: dict = {}
 
 def _generator(process: GeneratedProcess):
     """One initialized Pythia per process and worker; reseeded per task (no re-init)."""
-    if process.name not in _GENERATORS:
+    key = (process.name, process.pythia_settings)
+    if key not in _GENERATORS:
         import pythia8mc
 
         pythia = pythia8mc.Pythia("", False)
@@ -103,8 +130,8 @@ def _generator(process: GeneratedProcess):
                 raise ValueError(f"Pythia rejected the setting {line!r}")
         if not pythia.init():
             raise RuntimeError(f"Pythia failed to initialize process {process.name}")
-        _GENERATORS[process.name] = pythia
-    return _GENERATORS[process.name]
+        _GENERATORS[key] = pythia
+    return _GENERATORS[key]
 
 
 def _final_particles(event):
@@ -230,15 +257,104 @@ def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
     return cms_ad.build_objects(np.hypot(met_x, met_y), np.arctan2(met_y, met_x), electrons, muons, jets_reco)
 
 
+def _nth(values: ak.Array, n: int) -> np.ndarray:
+    """The ``n``-th entry of each event's list as float32, 0 where the list is shorter."""
+    padded = ak.pad_none(values, n + 1, axis=1, clip=True)[:, n]
+    return ak.to_numpy(ak.fill_none(padded, 0.0)).astype(np.float32)
+
+
+def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
+    """Particle-level jet observables of the `reweighting` dataset for a batch of events.
+
+    Returns the float32 arrays ``jet_pt, jet_eta, jet_mass, jet_n_constituents, jet_width,
+    jet_ptd, jet2_mass, n_jets, ht`` (see the module docstring); zeros for an event without jets.
+    """
+    import fastjet
+
+    config = JET_OBSERVABLES
+    pt = np.hypot(particles.px, particles.py)
+    eta = np.arcsinh(particles.pz / np.maximum(pt, 1e-9))
+    absid = abs(particles.id)
+    visible = (absid != 12) & (absid != 14) & (absid != 16) & (abs(eta) < config["eta_max"])
+    inputs = particles[visible][["px", "py", "pz", "E"]]
+    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, config["jet_radius"])
+    sequence = fastjet.ClusterSequence(inputs, jetdef)
+    jets = sequence.inclusive_jets(min_pt=config["jet_pt_min"])
+    constituents = sequence.constituents(min_pt=config["jet_pt_min"])  # same jet order as `jets`
+
+    jet_pt = np.hypot(jets.px, jets.py)
+    order = ak.argsort(jet_pt, axis=1, ascending=False)  # FastJet does not sort them
+    jets, constituents, jet_pt = jets[order], constituents[order], jet_pt[order]
+    jet_eta = np.arcsinh(jets.pz / np.maximum(jet_pt, 1e-9))
+    jet_phi = np.arctan2(jets.py, jets.px)
+    jet_mass = np.sqrt(np.maximum(jets.E ** 2 - jets.px ** 2 - jets.py ** 2 - jets.pz ** 2, 0.0))
+
+    # Constituents of the leading jet, with Delta R to its axis (None for an event without jets).
+    lead = ak.firsts(constituents, axis=1)
+    c_pt = np.hypot(lead.px, lead.py)
+    c_eta = np.arcsinh(lead.pz / np.maximum(c_pt, 1e-9))
+    d_phi = np.arctan2(lead.py, lead.px) - ak.firsts(jet_phi, axis=1)
+    d_phi = (d_phi + np.pi) % (2 * np.pi) - np.pi
+    delta_r = np.sqrt((c_eta - ak.firsts(jet_eta, axis=1)) ** 2 + d_phi ** 2)
+    sum_pt = ak.sum(c_pt, axis=1)
+
+    def per_event(values):
+        return ak.to_numpy(ak.fill_none(values, 0.0)).astype(np.float32)
+
+    counted = (jet_pt > config["count_pt_min"]) & (abs(jet_eta) < config["count_eta_max"])
+    return {
+        "jet_pt": _nth(jet_pt, 0),
+        "jet_eta": _nth(jet_eta, 0),
+        "jet_mass": _nth(jet_mass, 0),
+        "jet_n_constituents": per_event(ak.num(lead, axis=1)),
+        "jet_width": per_event(ak.sum(c_pt * delta_r, axis=1) / sum_pt),
+        "jet_ptd": per_event(np.sqrt(ak.sum(c_pt ** 2, axis=1)) / sum_pt),
+        "jet2_mass": _nth(jet_mass, 1),
+        "n_jets": per_event(ak.sum(counted, axis=1)),
+        "ht": per_event(ak.sum(jet_pt[counted], axis=1)),
+    }
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How one dataset turns a batch of generated particles into its per-event arrays."""
+
+    build: Callable[[ak.Array, np.random.Generator], dict]  # (particles, rng) -> {name: array}
+    settings: Callable[[], dict]  # what the arrays depend on besides Pythia (enters the cache key)
+
+
+def _build_cms_ad(particles: ak.Array, rng: np.random.Generator) -> dict:
+    return {"objects": reconstruct(particles, rng)}
+
+
+def _build_reweighting(particles: ak.Array, rng: np.random.Generator) -> dict:
+    return jet_observables(particles)  # particle level: no smearing, the rng goes unused
+
+
+BUILDERS = {
+    "cms_ad": Builder(_build_cms_ad, lambda: {"detector": DETECTOR, "selection": cms_ad.SELECTION}),
+    "reweighting": Builder(_build_reweighting, lambda: {"jet_observables": JET_OBSERVABLES}),
+}
+
+
+def builder_for(name: str) -> Builder:
+    try:
+        return BUILDERS[name]
+    except KeyError:
+        raise DataFetchError(f"the pythia source has no builder for dataset {name!r}; "
+                             f"it builds {', '.join(sorted(BUILDERS))}") from None
+
+
 def run_task(task: Task) -> dict:
-    """Worker entry point: generate, reconstruct, return plain arrays and timings."""
+    """Worker entry point: generate, build the dataset's arrays, return them and timings."""
     start = time.perf_counter()
     particles, weights, next_seconds = generate_particles(task)
-    objects = reconstruct(particles, np.random.default_rng(task.seed))
+    arrays = builder_for(task.dataset).build(particles, np.random.default_rng(task.seed))
     n = task.n_events
-    return {"index": task.index, "objects": objects, "weight": weights,
-            "label": np.full(n, task.process.label, dtype=np.int8),
-            "process": np.full(n, task.process.code, dtype=np.int8),
+    arrays = {**arrays, "weight": weights,
+              "label": np.full(n, task.process.label, dtype=np.int8),
+              "process": np.full(n, task.process.code, dtype=np.int8)}
+    return {"index": task.index, "arrays": arrays,
             "seconds": time.perf_counter() - start, "next_seconds": next_seconds}
 
 
@@ -277,13 +393,20 @@ def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True,
             workers: int | None = None) -> tuple[dict, dict]:
     """Generate ``n_events`` events of ``spec``; returns (arrays, metadata)."""
     workers = workers or default_workers()
+    builder_for(spec.name)  # fail here, not in the workers, for a dataset without a builder
     tasks = plan_tasks(spec, n_events, seed)
     start = time.perf_counter()
     results = _map(run_task, tasks, workers, progress, f"Pythia {spec.name}")
     wall = time.perf_counter() - start
-    arrays = {k: np.concatenate([r[k] for r in results]) for k in ("objects", "label", "process", "weight")}
+    built = set(results[0]["arrays"])
+    if built != set(spec.schema):
+        raise RuntimeError(f"the builder of {spec.name!r} made arrays {sorted(built)}, "
+                           f"its schema lists {sorted(spec.schema)}")
     order = np.random.default_rng(seed).permutation(n_events)
-    arrays = {k: v[order] for k, v in arrays.items()}
+    arrays = {}
+    for name, schema in spec.schema.items():
+        values = np.concatenate([r["arrays"][name] for r in results])
+        arrays[name] = values.astype(schema.dtype, copy=False)[order]
     metadata = {"generator": f"pythia8mc {pythia_version()}", "workers": workers,
                 "events_per_second": round(n_events / wall, 1),
                 "fraction_of_time_in_pythia": round(sum(r["next_seconds"] for r in results)
@@ -298,7 +421,7 @@ def benchmark(spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | No
     tasks = plan_tasks(spec, n_events, seed)
     if workers == 1:
         # In-process runs share initialized generators and imports: warm both paths up first.
-        warm_up = Task(spec.processes[0], 2, seed, 0)
+        warm_up = Task(spec.processes[0], 2, seed, 0, spec.name)
         run_bare_task(warm_up)
         run_task(warm_up)
         for process in spec.processes:
