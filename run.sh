@@ -15,6 +15,11 @@ LECTURE_EVENTS=100000
 EXERCISE_EVENTS=10000
 HELD_OUT_EVENTS=5000
 HELD_OUT_SEED=2024
+# The same for the reweighting dataset of lesson 02.
+REWEIGHTING_LECTURE_EVENTS=200000
+REWEIGHTING_EXERCISE_EVENTS=20000
+REWEIGHTING_HELD_OUT_EVENTS=10000
+REWEIGHTING_HELD_OUT_SEED=2025
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.11 python3 python; do
@@ -45,8 +50,15 @@ setup() {
         --display-name "Python (mlhep course)" >/dev/null
 }
 
-fetch() {  # fetch N [SEED]: the cms_ad dataset with N events from the offline source, into the cache
-    "$VENV/bin/python" -m data_fetch fetch cms_ad --source pythia --n-events "$1" --seed "${2:-0}"
+fetch() {  # fetch DATASET N [SEED]: N events from the offline source, into the cache
+    "$VENV/bin/python" -m data_fetch fetch "$1" --source pythia --n-events "$2" --seed "${3:-0}"
+}
+
+fetch_ci_data() {  # what the exercises (their own defaults) and the tests (CI scale) need
+    fetch cms_ad "$EXERCISE_EVENTS"
+    fetch cms_ad "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
+    fetch reweighting "$REWEIGHTING_EXERCISE_EVENTS"
+    fetch reweighting "$REWEIGHTING_HELD_OUT_EVENTS" "$REWEIGHTING_HELD_OUT_SEED"
 }
 
 command=${1:-}
@@ -54,14 +66,13 @@ case "$command" in
     setup) setup ;;
     course)
         setup
-        fetch "$EXERCISE_EVENTS"
-        fetch "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
-        fetch "$LECTURE_EVENTS"
+        fetch_ci_data
+        fetch cms_ad "$LECTURE_EVENTS"
+        fetch reweighting "$REWEIGHTING_LECTURE_EVENTS"
         "$VENV/bin/python" -m mlhep.build --source pythia ;;
     test)
         setup
-        fetch "$EXERCISE_EVENTS"
-        fetch "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
+        fetch_ci_data
         shift
         "$VENV/bin/python" -m pytest "$@" ;;
     lab)

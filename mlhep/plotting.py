@@ -80,3 +80,45 @@ def roc_curves(curves: dict, ax=None, source: str = "pythia", rate_axis: bool = 
     else:
         label(ax=ax, source=source)
     return ax
+
+
+def compare_with_ratio(reference, others, bins, xlabel: str = "", source: str = "pythia",
+                       density: bool = True):
+    """Weighted histograms over a reference, with a ratio panel (introduced in lesson 02).
+
+    Args:
+        reference: (values, weights or None, label): the distribution to match.
+        others: list of (values, weights or None, label).
+        density: normalize every histogram to unit area, so that shapes are compared.
+
+    Returns:
+        (figure, (main axes, ratio axes)). Error bars are the statistical ones, sqrt(sum w^2).
+    """
+    import hist
+
+    def histogram(values, weights):
+        h = hist.Hist(hist.axis.Variable(bins), storage=hist.storage.Weight())
+        h.fill(np.asarray(values), weight=None if weights is None else np.asarray(weights))
+        scale = 1.0 / (h.sum().value * np.diff(bins)) if density and h.sum().value > 0 else 1.0
+        return h.values() * scale, np.sqrt(h.variances()) * scale
+
+    fig, (ax, ax_ratio) = plt.subplots(2, 1, sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    ref_values, ref_errors = histogram(reference[0], reference[1])
+    mplhep.histplot(ref_values, bins, yerr=ref_errors, ax=ax, label=reference[2], histtype="errorbar",
+                    color="black")
+    ax_ratio.axhline(1, color="black", lw=1)
+    for values, weights, name in others:
+        counts, errors = histogram(values, weights)
+        artist = mplhep.histplot(counts, bins, yerr=errors, ax=ax, label=name)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(ref_values > 0, counts / ref_values, np.nan)
+            ratio_error = np.where(ref_values > 0, errors / ref_values, np.nan)
+        mplhep.histplot(ratio, bins, yerr=ratio_error, ax=ax_ratio, color=artist[0].stairs.get_edgecolor())
+    ax.set_ylabel("Density" if density else "Events")
+    ax.legend()
+    ax_ratio.set_ylim(0.5, 1.5)
+    ax_ratio.set_ylabel("ratio")
+    ax_ratio.set_xlabel(xlabel)
+    label(ax=ax, source=source)
+    return fig, (ax, ax_ratio)
