@@ -189,6 +189,12 @@ def _isolated_lepton_mask(pt, eta, phi, pid, visible):
     return mask
 
 
+def _visible(particles: ak.Array, eta, eta_max: float):
+    """Per particle: does it reach the detector (not a neutrino, |eta| < eta_max)?"""
+    absid = abs(particles.id)
+    return ~((absid == NEUTRINOS[0]) | (absid == NEUTRINOS[1]) | (absid == NEUTRINOS[2])) & (abs(eta) < eta_max)
+
+
 def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
     """Detector model + object table for a batch of events (see the module docstring)."""
     import fastjet
@@ -198,7 +204,7 @@ def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
     eta = np.arcsinh(pz / np.maximum(pt, 1e-9))
     phi = np.arctan2(py, px)
     absid = abs(particles.id)
-    visible = (absid != 12) & (absid != 14) & (absid != 16) & (abs(eta) < DETECTOR["eta_max"])
+    visible = _visible(particles, eta, DETECTOR["eta_max"])
 
     counts = ak.to_numpy(ak.num(pt))
     flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in
@@ -274,8 +280,7 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
     config = JET_OBSERVABLES
     pt = np.hypot(particles.px, particles.py)
     eta = np.arcsinh(particles.pz / np.maximum(pt, 1e-9))
-    absid = abs(particles.id)
-    visible = (absid != 12) & (absid != 14) & (absid != 16) & (abs(eta) < config["eta_max"])
+    visible = _visible(particles, eta, config["eta_max"])
     inputs = particles[visible][["px", "py", "pz", "E"]]
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, config["jet_radius"])
     sequence = fastjet.ClusterSequence(inputs, jetdef)
