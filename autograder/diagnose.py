@@ -64,9 +64,8 @@ def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], 
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         name = label + (grade_id or f"number {index + 1}")
         score, max_score, needs_manual_grade = scores.get(grade_id, (0, 0, False))
-        if needs_manual_grade:  # e.g. a written answer: counted in the to_grade_by_hand column
-            continue
-        if cell.cell_type != "code":
+        # Written answers wait for a person (the to_grade_by_hand column); only code cells run.
+        if needs_manual_grade or cell.cell_type != "code":
             continue
         errors = [output.ename for output in cell.outputs if output.output_type == "error"]
         interrupted = bool(INTERRUPTED.intersection(errors))
