@@ -28,6 +28,14 @@ HT. These are the quantities the final-state shower coupling changes most: less 
 means fewer constituents, narrower jets and a larger p_T^D. An event without any jet (not
 expected at pT-hat > 300 GeV) gets zeros.
 
+Observables of ``dijet_resonance`` (particle level; settings in ``LARGE_R_JETS``): anti-kT
+R = 1.0 jets on the same visible particles, above 100 GeV, ordered by pT. The dijet mass of
+the two leading jets and, per jet, pT, eta, mass and the N-subjettiness ratios tau21, tau32.
+tau_N = sum_i pT_i min_k Delta R(i, axis_k) / (sum_i pT_i R) measures how well N axes (here
+the N exclusive kT subjets of the jet's constituents) describe its energy flow: a W, X or Y
+decaying to two quarks gives two prongs and a small tau21. An event with fewer than two jets
+gets zeros for what it lacks.
+
 Events are produced in tasks of ``TASK_SIZE`` events, each with its own seed derived from
 (seed, process, task number), so the result does not depend on how many cores share the work.
 """
@@ -70,6 +78,13 @@ JET_OBSERVABLES = {
     "jet_pt_min": 20.0,  # jets kept: the leading and second jet are the highest-pT ones above this
     "count_pt_min": 50.0,  # jets counted in n_jets and ht ...
     "count_eta_max": 2.5,  # ... inside this |eta|
+}
+#: Large-R jets of the `dijet_resonance` dataset (see the module docstring).
+LARGE_R_JETS = {
+    "eta_max": 4.9,
+    "jet_radius": 1.0,
+    "jet_pt_min": 100.0,
+    "subjet_axes": "exclusive kT",  # the N axes of tau_N
 }
 
 
@@ -320,6 +335,105 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
     }
 
 
+def _rapidity_phi(px, py, pz, e):
+    rapidity = 0.5 * np.log(np.maximum(e + pz, 1e-9) / np.maximum(e - pz, 1e-9))
+    return rapidity, np.arctan2(py, px)
+
+
+def _cluster(inputs: ak.Array, algorithm, radius: float):
+    """A FastJet ClusterSequence over a batch of particle lists."""
+    import fastjet
+
+    return fastjet.ClusterSequence(inputs, fastjet.JetDefinition(algorithm, radius))
+
+
+def nsubjettiness(constituents: ak.Array, n_max: int = 3, radius: float = 1.0) -> np.ndarray:
+    """tau_1 ... tau_n_max of each jet, as an (n_jets, n_max) array.
+
+    ``constituents`` holds one list of (px, py, pz, E) particles per jet. The axes are the
+    jet's N exclusive kT subjets; a jet with fewer than ``n_max`` particles gets zeros.
+    """
+    import warnings
+
+    import fastjet
+
+    taus = np.zeros((len(constituents), n_max), dtype=np.float64)
+    counts = ak.to_numpy(ak.num(constituents, axis=1))
+    enough = counts >= n_max
+    if not enough.any():
+        return taus
+    particles = constituents[enough]
+    counts = counts[enough]
+    px, py, pz, e = (ak.to_numpy(ak.flatten(particles[c])) for c in ("px", "py", "pz", "E"))
+    pt = np.hypot(px, py)
+    rapidity, phi = _rapidity_phi(px, py, pz, e)
+    jet_of_particle = np.repeat(np.arange(len(counts)), counts)
+    norm = np.bincount(jet_of_particle, weights=pt, minlength=len(counts)) * radius
+    sequence = _cluster(particles, fastjet.kt_algorithm, radius)
+    for n in range(1, n_max + 1):
+        with warnings.catch_warnings():
+            # fastjet 3.5.2.0 warns here for every algorithm, kT included (it compares the
+            # JetDefinition with the algorithm enum); the warning does not apply to kT.
+            warnings.filterwarnings("ignore", message="dcut and exclusive jets")
+            axes = sequence.exclusive_jets(n_jets=n)  # exactly n per jet
+        axis_y, axis_phi = _rapidity_phi(*(ak.to_numpy(axes[c]) for c in ("px", "py", "pz", "E")))
+        nearest = np.full(len(pt), np.inf)
+        for k in range(n):
+            d_phi = (phi - axis_phi[jet_of_particle, k] + np.pi) % (2 * np.pi) - np.pi
+            d_y = rapidity - axis_y[jet_of_particle, k]
+            nearest = np.minimum(nearest, np.sqrt(d_y ** 2 + d_phi ** 2))
+        taus[enough, n - 1] = np.bincount(jet_of_particle, weights=pt * nearest, minlength=len(counts)) / norm
+    return taus
+
+
+def _ratio(numerator, denominator):
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def large_r_dijets(particles: ak.Array) -> dict[str, np.ndarray]:
+    """Arrays of the `dijet_resonance` dataset for a batch of events (module docstring)."""
+    import fastjet
+
+    config = LARGE_R_JETS
+    pt = np.hypot(particles.px, particles.py)
+    eta = np.arcsinh(particles.pz / np.maximum(pt, 1e-9))
+    visible = _visible(particles, eta, config["eta_max"])
+    inputs = particles[visible][["px", "py", "pz", "E"]]
+    sequence = _cluster(inputs, fastjet.antikt_algorithm, config["jet_radius"])
+    jets = sequence.inclusive_jets(min_pt=config["jet_pt_min"])
+    constituents = sequence.constituents(min_pt=config["jet_pt_min"])  # same order as `jets`
+    order = ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False)  # FastJet does not sort
+    jets, constituents = jets[order][:, :2], constituents[order][:, :2]
+
+    n_events = len(jets)
+    n_jets = ak.to_numpy(ak.num(jets, axis=1))
+    arrays = {"mjj": np.zeros(n_events, dtype=np.float32)}
+    two = n_jets == 2
+    pair = jets[two]
+    e, px, py, pz = (ak.to_numpy(ak.sum(pair[c], axis=1)) for c in ("E", "px", "py", "pz"))
+    arrays["mjj"][two] = np.sqrt(np.maximum(e ** 2 - px ** 2 - py ** 2 - pz ** 2, 0.0))
+
+    taus = nsubjettiness(ak.flatten(constituents, axis=1), n_max=3, radius=config["jet_radius"])
+    tau21, tau32 = _ratio(taus[:, 1], taus[:, 0]), _ratio(taus[:, 2], taus[:, 1])
+    flat = ak.flatten(jets, axis=1)
+    jet_pt = ak.to_numpy(np.hypot(flat.px, flat.py))
+    values = {
+        "pt": jet_pt,
+        "eta": np.arcsinh(ak.to_numpy(flat.pz) / np.maximum(jet_pt, 1e-9)),
+        "mass": np.sqrt(np.maximum(ak.to_numpy(flat.E ** 2 - flat.px ** 2 - flat.py ** 2 - flat.pz ** 2), 0.0)),
+        "tau21": tau21,
+        "tau32": tau32,
+    }
+    first = np.concatenate([[0], np.cumsum(n_jets)[:-1]])  # index of each event's leading jet
+    for i in (1, 2):
+        has = n_jets >= i
+        for name, flat_values in values.items():
+            column = np.zeros(n_events, dtype=np.float32)
+            column[has] = flat_values[first[has] + i - 1]
+            arrays[f"jet{i}_{name}"] = column
+    return arrays
+
+
 @dataclass(frozen=True)
 class Builder:
     """How one dataset turns a batch of generated particles into its per-event arrays."""
@@ -339,6 +453,8 @@ def _build_reweighting(particles: ak.Array, rng: np.random.Generator) -> dict:
 BUILDERS = {
     "cms_ad": Builder(_build_cms_ad, lambda: {"detector": DETECTOR, "selection": cms_ad.SELECTION}),
     "reweighting": Builder(_build_reweighting, lambda: {"jet_observables": JET_OBSERVABLES}),
+    "dijet_resonance": Builder(lambda particles, rng: large_r_dijets(particles),  # no smearing
+                               lambda: {"large_r_jets": LARGE_R_JETS}),
 }
 
 
