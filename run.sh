@@ -20,6 +20,11 @@ REWEIGHTING_LECTURE_EVENTS=200000
 REWEIGHTING_EXERCISE_EVENTS=20000
 REWEIGHTING_HELD_OUT_EVENTS=10000
 REWEIGHTING_HELD_OUT_SEED=2025
+# Lesson 03 (dijet_resonance): lecture, exercise / CI scale, and the grader's held-out sample.
+RESONANCE_LECTURE_EVENTS=400000
+RESONANCE_EXERCISE_EVENTS=40000
+RESONANCE_HELD_OUT_EVENTS=40000
+RESONANCE_HELD_OUT_SEED=2026
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.11 python3 python; do
@@ -59,6 +64,8 @@ fetch_ci_data() {  # what the exercises (their own defaults) and the tests (CI s
     fetch cms_ad "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
     fetch reweighting "$REWEIGHTING_EXERCISE_EVENTS"
     fetch reweighting "$REWEIGHTING_HELD_OUT_EVENTS" "$REWEIGHTING_HELD_OUT_SEED"
+    fetch dijet_resonance "$RESONANCE_EXERCISE_EVENTS"
+    fetch dijet_resonance "$RESONANCE_HELD_OUT_EVENTS" "$RESONANCE_HELD_OUT_SEED"
 }
 
 command=${1:-}
@@ -69,6 +76,7 @@ case "$command" in
         fetch_ci_data
         fetch cms_ad "$LECTURE_EVENTS"
         fetch reweighting "$REWEIGHTING_LECTURE_EVENTS"
+        fetch dijet_resonance "$RESONANCE_LECTURE_EVENTS"
         "$VENV/bin/python" -m mlhep.build --source pythia ;;
     test)
         setup

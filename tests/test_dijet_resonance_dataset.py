@@ -71,7 +71,10 @@ def test_arrays_follow_the_schema(sample):
     for i in (1, 2):
         for ratio in ("tau21", "tau32"):
             values = sample[f"jet{i}_{ratio}"]
-            assert np.all((values >= 0) & (values <= 1 + 1e-6)), f"jet{i}_{ratio}"
+            # With kT axes (not minimized) a very narrow jet can give a ratio above 1: measured
+            # 5.1-7.2% of jets per ratio, at most 1.48, in 40 000 events.
+            assert np.all((values >= 0) & (values < 2)), f"jet{i}_{ratio}"
+            assert np.mean(values > 1) < 0.12, f"jet{i}_{ratio}"
     assert np.all(sample["jet1_pt"] >= sample["jet2_pt"]), "jet1 is the leading jet"
 
 
@@ -79,14 +82,15 @@ def test_the_physics_of_both_samples(sample):
     signal, qcd = sample["label"] == 1, sample["label"] == 0
     heavy = np.maximum(sample["jet1_mass"], sample["jet2_mass"])
     light = np.minimum(sample["jet1_mass"], sample["jet2_mass"])
-    # Measured on 40 000 events (seed 0): W' m_jj median 3440 GeV, heavier / lighter jet mass
-    # medians 490 / 104 GeV (X at 500, Y at 100 GeV); QCD m_jj median 3090 GeV, heavier jet
-    # mass median 210 GeV. The windows allow for 50 signal events.
+    # Measured on 40 000 events (seed 0): W' m_jj median 3459 GeV, heavier / lighter jet mass
+    # medians 490 / 104 GeV (X at 500, Y at 100 GeV); QCD m_jj median 3052 GeV, heavier jet
+    # mass median 219 GeV. The windows allow for 50 signal events.
     assert 3300 < np.median(sample["mjj"][signal]) < 3600
     assert 440 < np.median(heavy[signal]) < 530 and 80 < np.median(light[signal]) < 125
     assert 2800 < np.median(sample["mjj"][qcd]) < 3400
-    assert np.mean(sample["mjj"][qcd] > 2400) > 0.95  # m-hat > 2.6 TeV at generation
-    # Two-pronged X and Y: smaller tau21 than QCD jets (medians 0.30 vs 0.57 at 40 000 events).
+    # m-hat > 2.6 TeV at generation: 95.9% of QCD events above 2.4 TeV at 40 000 events
+    assert np.mean(sample["mjj"][qcd] > 2400) > 0.90
+    # Two-pronged X and Y: smaller tau21 than QCD jets (leading jet medians 0.26 vs 0.57 at 40 000 events).
     assert np.median(sample["jet1_tau21"][signal]) < np.median(sample["jet1_tau21"][qcd]) - 0.1
 
 

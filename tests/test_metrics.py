@@ -1,0 +1,42 @@
+"""mlhep.metrics: operating points and the significance improvement, on hand-made cases."""
+
+import numpy as np
+import pytest
+
+from mlhep.metrics import max_sic, sic_curve, tpr_at_fpr
+
+
+def test_tpr_at_fpr_takes_the_best_corner_of_the_staircase():
+    labels = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    assert tpr_at_fpr(labels, scores, 0.0) == pytest.approx(2 / 3)
+    assert tpr_at_fpr(labels, scores, 1 / 7) == pytest.approx(1.0)
+
+
+def test_sic_of_a_perfect_and_of_a_useless_score():
+    labels = np.repeat([0, 1], [1000, 100])
+    perfect = labels.astype(float)
+    # Perfect separation: every cut that keeps >= 20 background events keeps all the signal,
+    # so the best one keeps exactly 20 of 1000: SIC = 1 / sqrt(0.02).
+    assert max_sic(labels, perfect + np.linspace(0, 0.5, 1100)) == pytest.approx(1 / np.sqrt(0.02))
+    useless = np.zeros(1100)  # one threshold: everything or nothing
+    tpr, sic = sic_curve(labels, useless)
+    assert sic[-1] == pytest.approx(1.0) and max_sic(labels, useless) == pytest.approx(1.0)
+
+
+def test_the_background_floor_is_respected():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [500, 500])
+    scores = np.concatenate([rng.normal(size=500), rng.normal(2.0, 1.0, size=500)])
+    tpr, sic = sic_curve(labels, scores, min_background=50)
+    # sic = tpr / sqrt(fpr), so fpr = (tpr / sic)^2 must keep at least 50 of the 500 background events
+    fpr = (tpr / sic) ** 2
+    assert np.all(fpr * 500 >= 50 - 1e-6)
+    assert max_sic(labels, scores, min_background=5) >= max_sic(labels, scores, min_background=50)
+
+
+def test_too_few_events_is_an_error():
+    with pytest.raises(ValueError, match="at least 20 background"):
+        max_sic(np.array([0] * 10 + [1] * 10), np.arange(20.0))
+    with pytest.raises(ValueError, match="need signal"):
+        max_sic(np.zeros(100, int), np.arange(100.0))
