@@ -38,8 +38,30 @@ find_python() {
     return 1
 }
 
+install_bubblewrap() {  # the grader runs students' kernels in bubblewrap (autograder/sandbox.py)
+    command -v bwrap >/dev/null 2>&1 && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+            echo "warning: bubblewrap is not installed and installing it needs root; the grader will" \
+                 "refuse to grade until it is (Debian/Ubuntu: sudo apt-get install bubblewrap)" >&2
+            return 0
+        fi
+    fi
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing bubblewrap (the grading sandbox)"
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null ||
+            { $sudo apt-get update -q >/dev/null &&
+              $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } ||
+            echo "warning: could not install bubblewrap; the grader will refuse to grade until it is" >&2
+    else
+        echo "warning: install bubblewrap with your package manager; the grader needs it" >&2
+    fi
+}
+
 setup() {
     local python stamp want
+    install_bubblewrap
     python=$(find_python)
     [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
     # Reinstall only when the pinned requirements changed.

@@ -4,12 +4,16 @@ The grading happens in a private nbgrader course inside the output folder, never
 repository: ``OUT/nbgrader/`` has its own ``nbgrader_config.py``, a copy of the assignment's
 solutions as nbgrader's source, its own ``gradebook.db``, and ``submitted/<student>/...``.
 Each student is autograded by a separate nbgrader process with a wall-clock limit, so no
-submission can stop the batch. The results go to ``OUT/grades.csv`` and ``OUT/feedback/``.
+submission can stop the batch, and each student's kernel runs in a bubblewrap sandbox
+(``autograder.sandbox``): it cannot read the hidden tests' source, the gradebook or other
+submissions, reach the network, or signal the grader. The results go to ``OUT/grades.csv``
+and ``OUT/feedback/``.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -18,6 +22,7 @@ from pathlib import Path
 from nbgrader.api import Gradebook
 from tqdm.auto import tqdm
 
+from . import sandbox
 from .course import (
     COURSE_CONFIG,
     EXERCISES_DIR,
@@ -65,7 +70,7 @@ c.GenerateFeedback.preprocessors = [
 
 
 def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
-          cell_timeout: float = 300, notebook_timeout: float = 900) -> list[dict]:
+          cell_timeout: float = 300, notebook_timeout: float = 900, sandboxed: bool = True) -> list[dict]:
     """Autograde every student's submission of ``assignment``.
 
     Args:
@@ -76,20 +81,31 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
             private nbgrader course ``nbgrader/`` (the outputs of an earlier run are replaced).
         cell_timeout: seconds a cell may run before it is interrupted.
         notebook_timeout: seconds the grading of one student may take before it is stopped.
+        sandboxed: run each student's kernel in a bubblewrap sandbox (``autograder.sandbox``).
+            Without it a notebook can read the hidden tests and the gradebook and change them:
+            only for notebooks you trust.
 
     Returns:
         One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
 
     Raises:
         UsageError: unknown assignment, no student folders, output folder not writable,
-            time limits not positive.
+            time limits not positive, no sandbox possible (unless ``sandboxed=False``).
     """
     check_assignment(assignment)
     if cell_timeout <= 0 or notebook_timeout <= 0:
         raise UsageError("the time limits must be positive numbers of seconds")
+    if sandboxed:
+        ok, why = sandbox.available()
+        if not ok:
+            raise UsageError(f"{why}. Student notebooks are untrusted code, so grading stops here; "
+                             "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox")
+    else:
+        print("autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
+              "read the hidden tests and change the gradebook")
     students = find_students(Path(submissions_dir))
     out_dir = prepare_out_dir(Path(out_dir), Path(submissions_dir))
-    course = make_course(out_dir / "nbgrader", assignment, cell_timeout)
+    course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
     max_score = generate_assignment(course, assignment)
 
     rows = []
@@ -97,7 +113,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     for student, folder in progress:
         progress.set_postfix_str(student)
         rows.append(grade_student(course, assignment, student, folder, max_score, out_dir,
-                                  cell_timeout, notebook_timeout))
+                                  cell_timeout, notebook_timeout, sandboxed))
     progress.close()
     give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
 
@@ -142,10 +158,12 @@ def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
 
 # --- The private nbgrader course ------------------------------------------------------------
 
-def make_course(root: Path, assignment: str, cell_timeout: float) -> Path:
+def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True) -> Path:
     """Create the private nbgrader course at ``root`` with a copy of the assignment's source."""
     shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    if sandboxed:
+        sandbox.write_kernelspec(root / "jupyter" / "kernels")
     config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
                                     course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
     (root / "nbgrader_config.py").write_text(config)
@@ -170,7 +188,8 @@ def generate_assignment(course: Path, assignment: str) -> float:
 # --- One student ----------------------------------------------------------------------------
 
 def grade_student(course: Path, assignment: str, student: str, folder: Path, max_score: float,
-                  out_dir: Path, cell_timeout: float, notebook_timeout: float) -> dict:
+                  out_dir: Path, cell_timeout: float, notebook_timeout: float,
+                  sandboxed: bool = True) -> dict:
     """Pre-check and autograde one student's submission; their row of ``grades.csv``."""
     row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score,
            "to_grade_by_hand": 0.0}
@@ -181,8 +200,17 @@ def grade_student(course: Path, assignment: str, student: str, folder: Path, max
         return {**row, "status": "failed", "reason": "; ".join(problems)}
 
     log_path = out_dir / "logs" / f"{student}.log"
-    result = run_nbgrader(["autograde", assignment, "--student", student, "--create", "--force"],
-                          cwd=course, timeout=notebook_timeout, log_path=log_path)
+    # The kernel's connection file and sockets: a fresh folder per student (the only one besides
+    # the submission that its sandbox can write), with a short path (Unix sockets: 107 bytes).
+    with tempfile.TemporaryDirectory(prefix="mlhep-kernel-") as runtime:
+        env, kernel_options = {"JUPYTER_RUNTIME_DIR": runtime}, []
+        if sandboxed:
+            env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(course / "jupyter"),
+                                                                os.environ.get("JUPYTER_PATH")]))
+            kernel_options = ["--KernelManager.transport=ipc", f"--KernelManager.ip={runtime}/kernel"]
+        result = run_nbgrader(["autograde", assignment, "--student", student, "--create", "--force",
+                               *kernel_options],
+                              cwd=course, timeout=notebook_timeout, log_path=log_path, env=env)
     if result.timed_out or result.returncode != 0:
         # No half-graded notebook must reach the feedback step.
         shutil.rmtree(course / "autograded" / student, ignore_errors=True)

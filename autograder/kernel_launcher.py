@@ -1,0 +1,10 @@
+"""Entry point of the grading kernelspec: ``python -m autograder.kernel_launcher CONNECTION_FILE``.
+
+A module of its own (not imported by the package) so that ``-m`` runs it cleanly; the work is
+in :mod:`autograder.sandbox`.
+"""
+
+from autograder.sandbox import main
+
+if __name__ == "__main__":
+    main()
