@@ -5,9 +5,10 @@ import dataclasses
 import awkward as ak
 import numpy as np
 import pytest
+from dataset_helpers import key, particle_batch
 
 import data_fetch
-from data_fetch import cache, dataset, opendata, pythia_source
+from data_fetch import dataset, opendata, pythia_source
 from data_fetch.__main__ import main as cli
 from data_fetch.registry import CMS_AD, DIJET_RESONANCE, REWEIGHTING, get_spec
 
@@ -20,16 +21,6 @@ SEED = 3
 def sample():
     arrays, _ = pythia_source.produce(DIJET_RESONANCE, N_EVENTS, SEED, progress=False, workers=1)
     return arrays
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def key(spec, n=10_000, seed=0):
-    return cache.cache_key(pythia_source.cache_description(spec, n, seed))
 
 
 # ----------------------------------------------------------------- registry
@@ -129,13 +120,6 @@ def test_nsubjettiness_on_hand_made_jets():
     two = pythia_source.nsubjettiness(jets[:1], n_max=2, radius=1.0)[0]
     np.testing.assert_allclose(two, [0.2, 0.0], atol=1e-9)
     assert 0 < taus[1, 1] < taus[1, 0], "more axes describe three prongs better"
-
-
-def particle_batch(events):
-    columns = {k: [[p[i] for p in event] for event in events]
-               for i, k in enumerate(("px", "py", "pz", "E", "id"))}
-    return ak.zip({k: ak.values_astype(ak.Array(v), np.int32 if k == "id" else np.float64)
-                   for k, v in columns.items()})
 
 
 def test_large_r_dijets_on_hand_made_events():

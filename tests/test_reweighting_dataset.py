@@ -2,12 +2,12 @@
 
 import dataclasses
 
-import awkward as ak
 import numpy as np
 import pytest
+from dataset_helpers import key, particle_batch
 
 import data_fetch
-from data_fetch import cache, dataset, opendata, pythia_source
+from data_fetch import dataset, opendata, pythia_source
 from data_fetch.__main__ import main as cli
 from data_fetch.registry import CMS_AD, REWEIGHTING, get_spec
 
@@ -24,21 +24,11 @@ def sample():
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def no_network(monkeypatch):
     def must_not_probe(*args, **kwargs):
         raise AssertionError("the CERN Open Data portal must not be asked")
 
     monkeypatch.setattr(opendata, "portal_reachable", must_not_probe)
-
-
-def key(spec, n=10_000, seed=0):
-    return cache.cache_key(pythia_source.cache_description(spec, n, seed))
 
 
 # ----------------------------------------------------------------- registry
@@ -114,15 +104,6 @@ def test_same_seed_same_events_other_seed_other_events():
         np.testing.assert_array_equal(first[name], again[name], err_msg=name)
     other, _ = pythia_source.produce(REWEIGHTING, 80, seed=6, progress=False, workers=1)
     assert not np.array_equal(first["jet_pt"], other["jet_pt"])
-
-
-def particle_batch(events):
-    """Events given as lists of (px, py, pz, E, pdg id)."""
-    columns = {k: [[p[i] for p in event] for event in events]
-               for i, k in enumerate(("px", "py", "pz", "E", "id"))}
-    arrays = {k: ak.values_astype(ak.Array(v), np.int32 if k == "id" else np.float64)
-              for k, v in columns.items()}
-    return ak.zip(arrays)
 
 
 def test_jet_observables_on_hand_made_events():
