@@ -7,7 +7,15 @@ The same from Python: :func:`release` and :func:`grade`.
 """
 
 from .course import AutograderError, UsageError, find_assignments
-from .grade import grade
-from .release import release
 
 __all__ = ["AutograderError", "UsageError", "find_assignments", "grade", "release"]
+
+
+def __getattr__(name):
+    # grade and release import nbgrader (seconds): only when asked for, so that the sandbox's
+    # kernel launcher (python -m autograder.kernel_launcher) starts fast.
+    if name in ("grade", "release"):
+        module = __import__(f"{__name__}.{name}", fromlist=[name])
+        globals()[name] = function = getattr(module, name)  # the function, not the submodule
+        return function
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
