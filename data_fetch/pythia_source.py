@@ -285,15 +285,11 @@ def _nth(values: ak.Array, n: int) -> np.ndarray:
     return ak.to_numpy(ak.fill_none(padded, 0.0)).astype(np.float32)
 
 
-def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
-    """Particle-level jet observables of the `reweighting` dataset for a batch of events.
-
-    Returns the float32 arrays ``jet_pt, jet_eta, jet_mass, jet_n_constituents, jet_width,
-    jet_ptd, jet2_mass, n_jets, ht`` (see the module docstring); zeros for an event without jets.
-    """
+def _pt_ordered_jets(particles: ak.Array, config: dict) -> tuple[ak.Array, ak.Array]:
+    """Anti-kT jets of the visible particles above config["jet_pt_min"], and their constituents,
+    both ordered by decreasing jet pT (FastJet does not sort them)."""
     import fastjet
 
-    config = JET_OBSERVABLES
     pt = np.hypot(particles.px, particles.py)
     eta = np.arcsinh(particles.pz / np.maximum(pt, 1e-9))
     visible = _visible(particles, eta, config["eta_max"])
@@ -302,10 +298,19 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
     sequence = fastjet.ClusterSequence(inputs, jetdef)
     jets = sequence.inclusive_jets(min_pt=config["jet_pt_min"])
     constituents = sequence.constituents(min_pt=config["jet_pt_min"])  # same jet order as `jets`
+    order = ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False)
+    return jets[order], constituents[order]
 
+
+def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
+    """Particle-level jet observables of the `reweighting` dataset for a batch of events.
+
+    Returns the float32 arrays ``jet_pt, jet_eta, jet_mass, jet_n_constituents, jet_width,
+    jet_ptd, jet2_mass, n_jets, ht`` (see the module docstring); zeros for an event without jets.
+    """
+    config = JET_OBSERVABLES
+    jets, constituents = _pt_ordered_jets(particles, config)
     jet_pt = np.hypot(jets.px, jets.py)
-    order = ak.argsort(jet_pt, axis=1, ascending=False)  # FastJet does not sort them
-    jets, constituents, jet_pt = jets[order], constituents[order], jet_pt[order]
     jet_eta = np.arcsinh(jets.pz / np.maximum(jet_pt, 1e-9))
     jet_phi = np.arctan2(jets.py, jets.px)
     jet_mass = np.sqrt(np.maximum(jets.E ** 2 - jets.px ** 2 - jets.py ** 2 - jets.pz ** 2, 0.0))
@@ -341,13 +346,6 @@ def _rapidity_phi(px, py, pz, e):
     return rapidity, np.arctan2(py, px)
 
 
-def _cluster(inputs: ak.Array, algorithm, radius: float):
-    """A FastJet ClusterSequence over a batch of particle lists."""
-    import fastjet
-
-    return fastjet.ClusterSequence(inputs, fastjet.JetDefinition(algorithm, radius))
-
-
 def nsubjettiness(constituents: ak.Array, n_max: int = 3, radius: float = 1.0) -> np.ndarray:
     """tau_1 ... tau_n_max of each jet, as an (n_jets, n_max) array.
 
@@ -370,7 +368,7 @@ def nsubjettiness(constituents: ak.Array, n_max: int = 3, radius: float = 1.0) -
     rapidity, phi = _rapidity_phi(px, py, pz, e)
     jet_of_particle = np.repeat(np.arange(len(counts)), counts)
     norm = np.bincount(jet_of_particle, weights=pt, minlength=len(counts)) * radius
-    sequence = _cluster(particles, fastjet.kt_algorithm, radius)
+    sequence = fastjet.ClusterSequence(particles, fastjet.JetDefinition(fastjet.kt_algorithm, radius))
     for n in range(1, n_max + 1):
         with warnings.catch_warnings():
             # fastjet 3.5.2.0 warns here for every algorithm, kT included (it compares the
@@ -393,18 +391,9 @@ def _ratio(numerator, denominator):
 
 def large_r_dijets(particles: ak.Array) -> dict[str, np.ndarray]:
     """Arrays of the `dijet_resonance` dataset for a batch of events (module docstring)."""
-    import fastjet
-
     config = LARGE_R_JETS
-    pt = np.hypot(particles.px, particles.py)
-    eta = np.arcsinh(particles.pz / np.maximum(pt, 1e-9))
-    visible = _visible(particles, eta, config["eta_max"])
-    inputs = particles[visible][["px", "py", "pz", "E"]]
-    sequence = _cluster(inputs, fastjet.antikt_algorithm, config["jet_radius"])
-    jets = sequence.inclusive_jets(min_pt=config["jet_pt_min"])
-    constituents = sequence.constituents(min_pt=config["jet_pt_min"])  # same order as `jets`
-    order = ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False)  # FastJet does not sort
-    jets, constituents = jets[order][:, :2], constituents[order][:, :2]
+    jets, constituents = _pt_ordered_jets(particles, config)
+    jets, constituents = jets[:, :2], constituents[:, :2]
 
     n_events = len(jets)
     n_jets = ak.to_numpy(ak.num(jets, axis=1))
