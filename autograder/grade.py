@@ -60,6 +60,19 @@ c.ExecutePreprocessor.timeout = {cell_timeout}
 c.Execute.interrupt_on_timeout = True
 c.ExecutePreprocessor.interrupt_on_timeout = True
 
+# The test cells run in this (the grader's) process, not in the student's kernel
+# (autograder.trusted); the rest of nbgrader's autograde steps are its defaults.
+c.Autograde.autograde_preprocessors = [
+    "autograder.trusted.TrustedExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.TrustedExecute.source_root = {source_root!r}
+
 # Feedback without the hidden tests (nbgrader 0.9.6 would show them).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
@@ -165,6 +178,7 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
     if sandboxed:
         sandbox.write_kernelspec(root / "jupyter" / "kernels")
     config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
+                                    source_root=str(root / "source"),
                                     course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
     (root / "nbgrader_config.py").write_text(config)
     return root

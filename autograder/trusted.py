@@ -1,0 +1,548 @@
+"""Test cells that run in the grader, out of reach of the student's code.
+
+Plain nbgrader runs the test cells in the student's kernel, where one line of student code can
+rewrite later cells, patch ``numpy.isclose`` or hide every error. Here nbgrader's ``Execute``
+step is replaced by :class:`TrustedExecute`: the student's cells still run in their sandboxed
+kernel, but each autograded test cell runs in the grader's own process, from the source kept
+in the gradebook (hidden tests included, whatever the submitted cell says), in a namespace of
+its own:
+
+* the names the assignment's given cells import (``np``, ``roc_auc_score``, ``data_fetch``)
+  are imported here, so student code cannot replace the tools a test judges with;
+* every other name is looked up in the student's notebook (:mod:`autograder.remote` answers
+  inside the kernel). Plain data (numbers, strings, lists, dicts, numpy arrays) comes back as a
+  copy; anything else, such as a student's function or model, as a :class:`StudentObject` that
+  can only ask the kernel to call it, index it or convert it to plain data. Comparisons and
+  truth tests of a ``StudentObject`` act on that plain data, never on the student's
+  ``__eq__`` or ``__bool__``;
+* objects of the test passed into student code (a classifier factory) stay here, and the
+  kernel gets a proxy that may call them or their public methods.
+
+Assertions, scores of quality tests and the truth labels of held-out data therefore never
+leave the grader. A test cell's outputs are built here: its prints, the student's printed
+output during the calls (stdout and stderr, as before), and its result or error. Nothing
+else the kernel sends during a test cell reaches the notebook, so a forged result cannot
+earn points. The rest of nbgrader (gradebook, partial credit, feedback, formgrader) is
+unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import contextlib
+import queue
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_core.utils import ensure_async, run_sync
+from nbgrader import utils
+from nbgrader.api import Gradebook
+from nbgrader.preprocessors import Execute
+from traitlets import Integer, Unicode
+
+from . import wire
+
+#: The kernel-side call that answers a test cell's requests (see autograder.remote).
+SERVE_CODE = '__import__("autograder.remote", fromlist=["serve"]).serve(globals())'
+#: Builtin exceptions that student code may raise through a test (e.g. the ValueError a test
+#: expects); any other error of student code arrives as StudentError.
+FORWARDED_ERRORS = {name: getattr(builtins, name) for name in (
+    "ArithmeticError", "AssertionError", "AttributeError", "EOFError", "FloatingPointError", "ImportError",
+    "IndexError", "KeyError", "LookupError", "MemoryError", "ModuleNotFoundError", "NameError",
+    "NotImplementedError", "OSError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration",
+    "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError")}
+BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+class StudentError(Exception):
+    """An error raised by the student's code that is not a builtin exception."""
+
+
+class CellTimedOut(BaseException):
+    """The test cell ran past its time limit (a BaseException: a test's ``except`` must not eat it)."""
+
+
+class ChannelError(Exception):
+    """The kernel broke the conversation with the grader (died, stopped answering, sent garbage)."""
+
+
+# ------------------------------------------------------------------------------ proxies
+
+class StudentObject:
+    """An object living in the student's kernel: a function, a model, a custom result ...
+
+    Attribute access, calls, indexing, ``len`` and iteration are forwarded to the kernel and
+    give plain data or further ``StudentObject`` s. Comparisons, arithmetic and truth tests
+    first convert the object to a plain numpy array *in the kernel* and then act on that array
+    here, so the student's own ``__eq__``/``__bool__`` never decide a test.
+    """
+
+    __slots__ = ("_channel", "_id", "_type")
+
+    def __init__(self, channel: Channel, object_id: int, type_name: str):
+        object.__setattr__(self, "_channel", channel)
+        object.__setattr__(self, "_id", object_id)
+        object.__setattr__(self, "_type", type_name)
+
+    def _ask(self, op: str, **fields) -> Any:
+        return self._channel.request({"op": op, "target": self._id, **fields})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._ask("getattr", name=name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError("a test does not change the student's objects")
+
+    def __call__(self, *args, **kwargs) -> Any:
+        return self._ask("call", args=list(args), kwargs=kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._ask("getitem", key=key)
+
+    def __len__(self) -> int:
+        length = self._ask("len")
+        if type(length) is not int or length < 0:
+            raise TypeError("len() of the student's object is not a non-negative integer")
+        return length
+
+    def __iter__(self):
+        iterator = self._ask("iter")
+        if not isinstance(iterator, StudentObject):
+            yield from iterator
+            return
+        while True:
+            try:
+                yield iterator._ask("next")
+            except StopIteration:
+                return
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._ask("array")
+        return array if dtype is None else array.astype(dtype)
+
+    def __str__(self) -> str:
+        text = self._ask("str")
+        return text if type(text) is str else f"<student's {self._type}>"
+
+    def __repr__(self) -> str:
+        return f"<student's {self._type}>"
+
+    def __format__(self, spec: str) -> str:
+        return format(self._plain(), spec) if spec else str(self)
+
+    def __hash__(self) -> int:
+        return hash((id(self._channel), self._id))
+
+    def _plain(self):
+        """The object as a plain numpy array (converted in the kernel), for operators."""
+        import numpy as np
+
+        array = self.__array__()
+        return array[()] if np.ndim(array) == 0 else array
+
+    def __bool__(self) -> bool:
+        return bool(self._plain())
+
+    def __float__(self) -> float:
+        return float(self._plain())
+
+    def __int__(self) -> int:
+        return int(self._plain())
+
+    def __index__(self) -> int:
+        import numpy as np
+
+        value = self._plain()
+        if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.integer):
+            raise TypeError("the student's object is not an integer")
+        return int(value)
+
+
+def _operator(name: str, reflected: bool = False):
+    def method(self, other):
+        try:
+            mine = self._plain()
+        except Exception:  # noqa: BLE001 - not convertible: Python falls back to identity
+            return NotImplemented
+        other = other._plain() if isinstance(other, StudentObject) else other
+        import operator
+
+        function = getattr(operator, name)
+        return function(other, mine) if reflected else function(mine, other)
+    return method
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
+              "and_", "or_", "xor", "matmul"):
+    _dunder = _name.rstrip("_")
+    setattr(StudentObject, f"__{_dunder}__", _operator(_name))
+    if _name not in ("eq", "ne", "lt", "le", "gt", "ge"):
+        setattr(StudentObject, f"__r{_dunder}__", _operator(_name, reflected=True))
+for _name in ("neg", "pos", "abs", "invert"):
+    setattr(StudentObject, f"__{_name}__", (lambda op: lambda self: op(self._plain()))(
+        getattr(__import__("operator"), _name)))
+
+
+# ------------------------------------------------------------------------------ the channel
+
+class Channel:
+    """The grader's end of the conversation with :mod:`autograder.remote` in one kernel."""
+
+    def __init__(self, executor: TrustedExecute):
+        self.executor = executor
+        self.callbacks: dict[int, Any] = {}
+        self.serve_id: str | None = None
+        self.serve_done = False
+        self.outputs: list = []
+        self.deadline: float | None = None
+        self.stream_bytes = 0
+        self.broken: str | None = None
+
+    # --- values
+    def reference(self, value: Any) -> dict:
+        self.callbacks[id(value)] = value
+        return {"callback": id(value), "type": type(value).__name__}
+
+    def resolve(self, data: dict) -> Any:
+        if "ref" in data:
+            if type(data["ref"]) is not int:
+                raise wire.WireError("bad reference")
+            return StudentObject(self, data["ref"], str(data.get("type", "object"))[:100])
+        try:
+            return self.callbacks[data["callback"]]
+        except (KeyError, TypeError):
+            raise wire.WireError("reference to an object the grader never gave out") from None
+
+    # --- one test cell
+    def begin(self, outputs: list, timeout: float | None) -> None:
+        self.outputs, self.stream_bytes = outputs, 0
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        if self.broken:
+            raise ChannelError(self.broken)
+        kc = self.executor.kc
+        self.serve_id = kc.execute(SERVE_CODE, silent=False, store_history=False, allow_stdin=True,
+                                   stop_on_error=False)
+        self.serve_done = False
+        first = self._receive()
+        if first.get("op") != "ready":
+            self._break("the notebook's kernel did not start the grader's agent")
+
+    def end(self) -> None:
+        """Tell the agent the cell is over and collect its last output."""
+        if self.serve_id is None:
+            return
+        try:
+            if not self.serve_done and not self.broken:
+                self._send({"op": "done"})
+            self._wait_for_serve(grace=10)
+        finally:
+            self.serve_id = None
+
+    def request(self, message: dict) -> Any:
+        """Ask the kernel; its answer as plain data or StudentObject (errors are raised here)."""
+        self.executor.flush_prints()
+        self._send(message)
+        while True:
+            incoming = self._receive()
+            op = incoming["op"]
+            if op == "result":
+                return incoming.get("value")
+            if op == "error":
+                raise _student_exception(incoming)
+            if op in ("call", "getattr"):
+                self._send(self._answer_callback(incoming))
+                continue
+            self._break(f"unexpected message {op!r} from the notebook's kernel")
+
+    def _answer_callback(self, request: dict) -> dict:
+        """Carry out the kernel's request on one of the test's objects (calls and public attributes only)."""
+        try:
+            target = self.callbacks[request["target"]]
+            if request["op"] == "call":
+                if not callable(target):
+                    raise TypeError(f"a {type(target).__name__} is not callable")
+                value = target(*request.get("args", []), **request.get("kwargs", {}))
+            else:
+                name = request.get("name", "")
+                if not name.isidentifier() or name.startswith("_"):
+                    raise AttributeError(f"the grader's objects have no attribute {name!r} for student code")
+                value = getattr(target, name)
+            if type(value).__name__ == "module":
+                raise TypeError("the grader does not hand out modules")
+            return {"op": "result", "value": value}
+        except (CellTimedOut, ChannelError):
+            raise
+        except Exception as error:  # noqa: BLE001 - reported to the student's code as its exception
+            return {"op": "error", "type": type(error).__name__, "message": str(error)[:500], "traceback": ""}
+
+    # --- messages
+    def _send(self, message: dict) -> None:
+        self.executor.kc.input(wire.dumps(message, self.reference))
+
+    def _receive(self) -> dict:
+        """The kernel's next message (an input request of the agent), within the cell's time limit."""
+        kc = self.executor.kc
+        while True:
+            self._drain_iopub()
+            self._check_shell()
+            if self.serve_done:
+                self._break("the notebook's kernel stopped answering the grader (the grader's agent was ended "
+                            "or replaced by the notebook's code)")
+            remaining = None if self.deadline is None else self.deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._stop_at_deadline()
+            try:
+                msg = run_sync(kc.get_stdin_msg)(timeout=0.2 if remaining is None else min(0.2, remaining))
+            except queue.Empty:
+                if not run_sync(self.executor.km.is_alive)():
+                    self._break("the notebook's kernel died")
+                continue
+            if msg["msg_type"] != "input_request" or msg["parent_header"].get("msg_id") != self.serve_id:
+                continue
+            try:
+                return wire.loads(msg["content"].get("prompt", ""), self.resolve)
+            except wire.WireError as error:
+                self._break(f"the notebook's kernel sent the grader something invalid ({error})")
+
+    def _drain_iopub(self) -> None:
+        while True:
+            try:
+                msg = run_sync(self.executor.kc.get_iopub_msg)(timeout=0)
+            except queue.Empty:
+                return
+            if msg["parent_header"].get("msg_id") != self.serve_id:
+                continue
+            # Only printed text of the student's code during the calls reaches the cell; results,
+            # errors and displays the kernel might send are dropped: the grader writes those.
+            if msg["msg_type"] == "stream":
+                self._add_stream(msg["content"].get("name", "stdout"), str(msg["content"].get("text", "")))
+
+    def _add_stream(self, name: str, text: str) -> None:
+        limit = self.executor.output_limit_bytes
+        if self.stream_bytes > limit:
+            return
+        self.stream_bytes += len(text)
+        if self.stream_bytes > limit:
+            text = text[: max(0, limit - (self.stream_bytes - len(text)))] + "\n[output truncated]\n"
+            if self.serve_id is not None and not self.serve_done:
+                run_sync(self.executor.km.interrupt_kernel)()  # stop the flood; the call ends in an error
+        add_stream(self.outputs, "stderr" if name == "stderr" else "stdout", text)
+
+    def _check_shell(self) -> None:
+        while True:
+            try:
+                msg = run_sync(self.executor.kc.get_shell_msg)(timeout=0)
+            except queue.Empty:
+                return
+            if msg["parent_header"].get("msg_id") == self.serve_id and msg["msg_type"] == "execute_reply":
+                self.serve_done = True
+
+    def _wait_for_serve(self, grace: float) -> None:
+        """Wait (at most ``grace`` s) for the kernel to finish the agent's call; interrupt it if needed."""
+        end = time.monotonic() + grace
+        interrupted = False
+        while not self.serve_done:
+            self._drain_iopub()
+            self._check_shell()
+            if self.serve_done:
+                break
+            if time.monotonic() > end:
+                if interrupted:
+                    self.broken = "the notebook's kernel stopped responding"
+                    return
+                run_sync(self.executor.km.interrupt_kernel)()
+                interrupted, end = True, time.monotonic() + grace
+            if not run_sync(self.executor.km.is_alive)():
+                self.broken = "the notebook's kernel died"
+                return
+            time.sleep(0.01)
+        self._drain_iopub()
+
+    def _stop_at_deadline(self) -> None:
+        run_sync(self.executor.km.interrupt_kernel)()
+        self._wait_for_serve(grace=5)
+        raise CellTimedOut()
+
+    def _break(self, why: str) -> None:
+        self._wait_for_serve(grace=5)
+        if not self.broken and "died" in why:
+            self.broken = why
+        raise ChannelError(why)
+
+
+def _student_exception(message: dict) -> BaseException:
+    kind = FORWARDED_ERRORS.get(message.get("type", ""))
+    text = message.get("message", "")
+    error = StudentError(f"{message.get('type', 'Error')}: {text}") if kind is None else kind(text)
+    error.student_traceback = message.get("traceback", "")
+    return error
+
+
+def add_stream(outputs: list, name: str, text: str) -> None:
+    """Append ``text`` to the cell's outputs, merged with a preceding output of the same stream."""
+    if not text:
+        return
+    if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1].get("name") == name:
+        outputs[-1]["text"] += text
+    else:
+        outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
+
+
+class _CellStream:
+    """sys.stdout/sys.stderr while a test cell runs here: its prints become the cell's outputs."""
+
+    def __init__(self, executor: TrustedExecute, name: str):
+        self.executor, self.name = executor, name
+
+    def write(self, text: str) -> int:
+        self.executor.pending_prints.append((self.name, str(text)))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------ the namespace
+
+class TrustedNamespace(dict):
+    """A test cell's globals: its own names, the assignment's imports, then the notebook's names."""
+
+    def __init__(self, channel: Channel):
+        super().__init__(__name__="__main__", __builtins__=builtins)
+        self.channel = channel
+
+    def __missing__(self, name: str) -> Any:
+        if name in BUILTIN_NAMES or name.startswith("__"):
+            raise KeyError(name)
+        try:
+            return self.channel.request({"op": "global", "name": name})
+        except NameError:
+            raise KeyError(name) from None
+
+
+def given_imports(source_notebook: Path, test_sources: list[str]) -> str:
+    """The import statements of the assignment's given cells that bind a name the tests use."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    used = set()
+    for source in test_sources:
+        with contextlib.suppress(SyntaxError):
+            used |= {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+    notebook = nbformat.read(source_notebook, as_version=4)
+    statements = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or utils.is_solution(cell) or utils.is_grade(cell):
+            continue
+        try:
+            tree = ast.parse(TransformerManager().transform_cell(cell.source))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+                if bound & used:
+                    statements.append(ast.unparse(node))
+    return "\n".join(statements)
+
+
+# ------------------------------------------------------------------------------ the preprocessor
+
+class TrustedExecute(Execute):
+    """nbgrader's Execute, with the autograded test cells run in the grader (see the module)."""
+
+    source_root = Unicode("", help="the private course's source folder (the assignment's notebooks)").tag(
+        config=True)
+    output_limit_bytes = Integer(
+        2 * 2**20, help="text a cell may print before it is stopped (the rest is dropped)").tag(config=True)
+
+    def preprocess(self, nb, resources=None, km=None):
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gb:
+            notebook = gb.find_notebook(info["notebook"], info["assignment"])
+            solutions = {cell.name for cell in notebook.solution_cells}
+            sources = {cell.name: cell.source for cell in notebook.source_cells}
+            self.test_sources = {cell.name: sources[cell.name] for cell in notebook.grade_cells
+                                 if cell.cell_type == "code" and cell.name not in solutions}
+        self.channel = Channel(self)
+        self.namespace = TrustedNamespace(self.channel)
+        self.pending_prints: list[tuple[str, str]] = []
+        self.flood: dict[int, int] = {}
+        source_notebook = Path(self.source_root) / info["assignment"] / f"{info['notebook']}.ipynb"
+        imports = given_imports(source_notebook, list(self.test_sources.values()))
+        try:
+            exec(compile(imports, "<the assignment's imports>", "exec"), self.namespace)
+        except Exception as error:  # noqa: BLE001 - the tests that need them will fail and say so
+            self.log.warning("could not import the assignment's tools in the grader: %s", error)
+        return super().preprocess(nb, resources, km)
+
+    def preprocess_cell(self, cell, resources, index):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if (cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
+                and grade_id in self.test_sources):
+            self.run_test_cell(cell, self.test_sources[grade_id])
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
+
+    def run_test_cell(self, cell, source: str) -> None:
+        """Run a test cell's source (from the gradebook) here, against the student's kernel."""
+        cell.outputs = []
+        cell.execution_count = None
+        self.pending_prints = []
+        try:
+            tree = ast.parse(source)
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            with contextlib.redirect_stdout(_CellStream(self, "stdout")), \
+                    contextlib.redirect_stderr(_CellStream(self, "stderr")), warnings.catch_warnings():
+                self.channel.begin(cell.outputs, self._get_timeout(cell))
+                try:
+                    exec(compile(tree, "<test cell>", "exec"), self.namespace)
+                    value = None
+                    if last is not None:
+                        value = eval(compile(ast.Expression(last.value), "<test cell>", "eval"), self.namespace)
+                    self.flush_prints()
+                    if value is not None:
+                        cell.outputs.append(nbformat.v4.new_output(
+                            "execute_result", data={"text/plain": repr(value)}, execution_count=None))
+                finally:
+                    self.flush_prints()
+                    self.channel.end()
+        except CellTimedOut:
+            self.flush_prints()
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename="CellTimeoutError", evalue="",
+                traceback=[f"CellTimeoutError: the cell ran past its time limit of {self.timeout} s"]))
+        except Exception as error:  # noqa: BLE001 - a failed test scores 0, whatever failed
+            self.flush_prints()
+            student_traceback = getattr(error, "student_traceback", "")
+            last_line = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename=type(error).__name__, evalue=str(error),
+                traceback=[student_traceback, last_line] if student_traceback else [last_line]))
+
+    def flush_prints(self) -> None:
+        for name, text in self.pending_prints:
+            add_stream(self.channel.outputs, name, text)
+        self.pending_prints = []
+
+    # --- output limit of the student's own cells
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        used = self.flood.get(cell_index, 0) + size
+        self.flood[cell_index] = used
+        if used > self.output_limit_bytes:
+            if used - size <= self.output_limit_bytes:  # first time over: stop the cell
+                asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
+                outs.append(nbformat.v4.new_output(
+                    "error", ename="OutputLimitExceeded", evalue="",
+                    traceback=[f"OutputLimitExceeded: the cell printed more than "
+                               f"{self.output_limit_bytes / 2**20:g} MB and was stopped"]))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
