@@ -228,6 +228,32 @@ def test_test_cells_are_worth_points(notebook):
     assert not pointless, f"{notebook.name}: graded cells without points: {pointless}"
 
 
+@pytest.mark.parametrize("notebook", solution_notebooks(), ids=lambda p: p.name)
+def test_test_cells_only_judge(notebook):
+    """Test cells run in the grader (autograder.trusted), so the names they assign never reach the
+    student's kernel: a later cell that reads one would work in Jupyter and fail when graded."""
+    import ast
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    assigned_by_tests: dict[str, str] = {}
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        tree = ast.parse(cell.source)
+        if meta.get("grade") and not meta.get("solution"):
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    assigned_by_tests.setdefault(node.id, meta["grade_id"])
+            continue
+        own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+        read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+        leaks = sorted((read - own) & set(assigned_by_tests))
+        assert not leaks, (f"{notebook.name}: cell {meta.get('grade_id', cell.get('id'))} reads "
+                           f"{', '.join(f'{n} (set by test cell {assigned_by_tests[n]})' for n in leaks)}; "
+                           "compute it in a locked cell before the test cell instead")
+
+
 def test_the_glob_finds_assignments():
     assert HOSTILE_LESSON in ASSIGNMENTS, f"the hostile class is graded with {HOSTILE_LESSON}, now missing"
 
