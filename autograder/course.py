@@ -77,20 +77,20 @@ def run_nbgrader(args: list[str], cwd: Path, timeout: float | None = None,
     with open(log_path, "w+", errors="replace") if log_path else tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # its own process group, see _kill_tree
+                                   start_new_session=True)  # its own process group, see kill_tree
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_tree(process)
+            kill_tree(process)
             returncode = None
         except BaseException:  # e.g. Ctrl-C, which does not reach a process in its own session
-            _kill_tree(process)
+            kill_tree(process)
             raise
         log.seek(0)
         return RunResult(returncode, log.read())
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
+def kill_tree(process: subprocess.Popen) -> None:
     """Kill ``process``, its process group and the process groups of all its descendants.
 
     Killing nbgrader's process group is not enough: jupyter_client starts every kernel in a

@@ -12,10 +12,17 @@ and ``OUT/feedback/``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
+import queue
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +37,7 @@ from .course import (
     AutograderError,
     UsageError,
     check_assignment,
+    kill_tree,
     notebook_names,
     run_nbgrader,
 )
@@ -39,6 +47,7 @@ from .diagnose import describe_notebook, explain_failure, notebook_problem
 # until then they count 0 in `score`.
 COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "status", "reason"]
 COURSE_ID = "mlhep"  # as in the repository's nbgrader_config.py
+GRADEBOOK_LOCK_TIMEOUT = 120  # seconds a worker waits for another's write to the gradebook
 
 # The private course's configuration. It loads the repository's configuration first, so that
 # the code stub (part of the checksums nbgrader records) and everything else are the course's.
@@ -52,6 +61,7 @@ c.CourseDirectory.root = {root!r}
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = {course_id!r}
+c.CourseDirectory.db_url = {db_url!r}
 
 # Per-cell time limit. nbgrader's Execute has its own timeout trait, so both are set.
 # A cell past it is interrupted and the notebook goes on: the tests it broke score 0.
@@ -83,7 +93,8 @@ c.GenerateFeedback.preprocessors = [
 
 
 def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
-          cell_timeout: float = 300, notebook_timeout: float = 900, sandboxed: bool = True) -> list[dict]:
+          cell_timeout: float = 300, notebook_timeout: float = 900, sandboxed: bool = True,
+          workers: int | None = None) -> list[dict]:
     """Autograde every student's submission of ``assignment``.
 
     Args:
@@ -97,6 +108,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
         sandboxed: run each student's kernel in a bubblewrap sandbox (``autograder.sandbox``).
             Without it a notebook can read the hidden tests and the gradebook and change them:
             only for notebooks you trust.
+        workers: students graded at the same time (default: one per core).
 
     Returns:
         One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
@@ -108,6 +120,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     check_assignment(assignment)
     if cell_timeout <= 0 or notebook_timeout <= 0:
         raise UsageError("the time limits must be positive numbers of seconds")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"the number of workers must be a positive integer, got {workers!r}")
     if sandboxed:
         ok, why = sandbox.available()
         if not ok:
@@ -121,13 +135,9 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
     max_score = generate_assignment(course, assignment)
 
-    rows = []
-    progress = tqdm(sorted(students.items()), desc=f"grading {assignment}", unit="student")
-    for student, folder in progress:
-        progress.set_postfix_str(student)
-        rows.append(grade_student(course, assignment, student, folder, max_score, out_dir,
-                                  cell_timeout, notebook_timeout, sandboxed))
-    progress.close()
+    workers = default_workers() if workers is None else workers
+    rows = grade_class(course, assignment, students, max_score, out_dir, cell_timeout, notebook_timeout,
+                       sandboxed, workers)
     give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
 
     write_csv(rows, out_dir / "grades.csv")
@@ -178,7 +188,7 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
     if sandboxed:
         sandbox.write_kernelspec(root / "jupyter" / "kernels")
     config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
-                                    source_root=str(root / "source"),
+                                    source_root=str(root / "source"), db_url=gradebook_url(root),
                                     course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
     (root / "nbgrader_config.py").write_text(config)
     return root
@@ -186,7 +196,12 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
 
 def gradebook(course: Path) -> Gradebook:
     """The private course's gradebook (use it in a ``with`` block)."""
-    return Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id=COURSE_ID)
+    return Gradebook(gradebook_url(course), course_id=COURSE_ID)
+
+
+def gradebook_url(course: Path) -> str:
+    # Workers write to the gradebook at the same time: wait for a lock rather than fail at once.
+    return f"sqlite:///{course / 'gradebook.db'}?timeout={GRADEBOOK_LOCK_TIMEOUT}"
 
 
 def generate_assignment(course: Path, assignment: str) -> float:
@@ -201,42 +216,130 @@ def generate_assignment(course: Path, assignment: str) -> float:
 
 # --- One student ----------------------------------------------------------------------------
 
-def grade_student(course: Path, assignment: str, student: str, folder: Path, max_score: float,
-                  out_dir: Path, cell_timeout: float, notebook_timeout: float,
-                  sandboxed: bool = True) -> dict:
-    """Pre-check and autograde one student's submission; their row of ``grades.csv``."""
-    row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score,
-           "to_grade_by_hand": 0.0}
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
-    problems = copy_submission(folder, course / "submitted" / student / assignment, assignment)
-    if not any((course / "submitted" / student / assignment / name).exists()
-               for name in notebook_names(assignment)):
-        return {**row, "status": "failed", "reason": "; ".join(problems)}
 
+def grade_class(course: Path, assignment: str, students: dict[str, Path], max_score: float, out_dir: Path,
+                cell_timeout: float, notebook_timeout: float, sandboxed: bool, workers: int) -> list[dict]:
+    """Pre-check every submission, then autograde them on ``workers`` worker processes at once.
+
+    Each worker (``autograder.worker``) grades one student at a time; a worker that passes
+    ``notebook_timeout`` on a student, or dies, is stopped with everything it started and
+    replaced, and that student fails with the reason. The rows come back sorted by student.
+    """
+    rows: dict[str, dict] = {}
+    pending: queue.Queue = queue.Queue()
+    for student, folder in sorted(students.items()):
+        row = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score,
+               "to_grade_by_hand": 0.0}
+        problems = copy_submission(folder, course / "submitted" / student / assignment, assignment)
+        submitted = course / "submitted" / student / assignment
+        if any((submitted / name).exists() for name in notebook_names(assignment)):
+            pending.put((student, row, problems))
+        else:
+            rows[student] = {**row, "status": "failed", "reason": "; ".join(problems)}
+
+    progress = tqdm(total=len(students), initial=len(rows), desc=f"grading {assignment}", unit="student")
+    lock = threading.Lock()
+
+    def run_slot(slot: int) -> None:
+        worker = None
+        try:
+            while True:
+                try:
+                    student, row, problems = pending.get_nowait()
+                except queue.Empty:
+                    return
+                worker, result = grade_in_worker(worker, slot, course, assignment, student, row, problems,
+                                                 out_dir, cell_timeout, notebook_timeout, sandboxed)
+                with lock:
+                    rows[student] = result
+                    progress.set_postfix_str(student)
+                    progress.update()
+        finally:
+            if worker is not None:
+                stop_worker(worker)
+
+    slots = [threading.Thread(target=run_slot, args=(slot,), name=f"grading-slot-{slot}")
+             for slot in range(max(1, min(workers, pending.qsize())))]
+    for thread in slots:
+        thread.start()
+    for thread in slots:
+        thread.join()
+    progress.close()
+    return [rows[student] for student in sorted(rows)]
+
+
+def start_worker(slot: int, course: Path, assignment: str, out_dir: Path, sandboxed: bool) -> subprocess.Popen:
+    """A grading worker process for the private course (see autograder.worker)."""
+    env = {**os.environ,
+           # nbgrader runs the `alembic` command when it creates a gradebook: find it next to Python.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(course / "jupyter"),
+                                                            os.environ.get("JUPYTER_PATH")]))
+    with open(out_dir / "logs" / f"worker-{slot}.log", "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "autograder.worker", str(course), assignment],
+                                cwd=course, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)  # its own process group, see kill_tree
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        worker.stdin.close()  # a worker ends at the end of its input
+    try:
+        worker.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        kill_tree(worker)
+
+
+def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, assignment: str, student: str,
+                    row: dict, problems: list[str], out_dir: Path, cell_timeout: float, notebook_timeout: float,
+                    sandboxed: bool) -> tuple[subprocess.Popen | None, dict]:
+    """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
+    if worker is None or worker.poll() is not None:
+        worker = start_worker(slot, course, assignment, out_dir, sandboxed)
     log_path = out_dir / "logs" / f"{student}.log"
+    done_path = out_dir / "logs" / f".{student}.done"
+    done_path.unlink(missing_ok=True)
     # The kernel's connection file and sockets: a fresh folder per student (the only one besides
     # the submission that its sandbox can write), with a short path (Unix sockets: 107 bytes).
     with tempfile.TemporaryDirectory(prefix="mlhep-kernel-") as runtime:
-        env, kernel_options = {"JUPYTER_RUNTIME_DIR": runtime}, []
-        if sandboxed:
-            env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(course / "jupyter"),
-                                                                os.environ.get("JUPYTER_PATH")]))
-            kernel_options = ["--KernelManager.transport=ipc", f"--KernelManager.ip={runtime}/kernel"]
-        result = run_nbgrader(["autograde", assignment, "--student", student, "--create", "--force",
-                               *kernel_options],
-                              cwd=course, timeout=notebook_timeout, log_path=log_path, env=env)
-    if result.timed_out or result.returncode != 0:
+        request = {"student": student, "environment": {"JUPYTER_RUNTIME_DIR": runtime},
+                   "kernel_sockets": f"{runtime}/kernel" if sandboxed else None,
+                   "log": str(log_path), "result": str(done_path)}
+        failure = None
+        try:
+            worker.stdin.write(json.dumps(request) + "\n")
+            worker.stdin.flush()
+        except OSError:
+            failure = "the grading worker could not take this submission"
+        deadline = time.monotonic() + notebook_timeout
+        while failure is None and not done_path.exists():
+            if worker.poll() is not None:
+                failure = "the grading worker stopped while grading this submission (see the log)"
+            elif time.monotonic() > deadline:
+                failure = f"grading took longer than {notebook_timeout:g} s and was stopped"
+            else:
+                time.sleep(0.05)
+        if failure is not None:
+            kill_tree(worker)
+            worker = None
+    if failure is None:
+        success = json.loads(done_path.read_text())["success"]
+        done_path.unlink()
+        if not success:
+            failure = explain_failure(log_path.read_text(errors="replace"), cell_timeout)
+    if failure is not None:
         # No half-graded notebook must reach the feedback step.
         shutil.rmtree(course / "autograded" / student, ignore_errors=True)
-        if result.timed_out:
-            reason = f"grading took longer than {notebook_timeout:g} s and was stopped"
-        else:
-            reason = explain_failure(result.output, cell_timeout)
-        return {**row, "status": "failed", "reason": "; ".join(problems + [reason])}
+        return worker, {**row, "status": "failed", "reason": "; ".join(problems + [failure])}
 
     score, by_hand, messages = read_results(course, assignment, student, cell_timeout)
-    return {**row, "score": score, "to_grade_by_hand": by_hand, "status": "graded",
-            "reason": "; ".join(problems + messages)}
+    return worker, {**row, "score": score, "to_grade_by_hand": by_hand, "status": "graded",
+                    "reason": "; ".join(problems + messages)}
 
 
 def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:

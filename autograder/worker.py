@@ -1,0 +1,54 @@
+"""A grading worker: ``python -m autograder.worker COURSE_ROOT ASSIGNMENT``.
+
+:func:`autograder.grade.grade` starts one worker per core. Each imports nbgrader once and then
+autogrades the students it is sent, one at a time, in-process (nbgrader's own
+``NbGraderAPI.autograde``), which saves nbgrader's start-up (seconds) for every student.
+
+It reads one JSON request per line on stdin: ``{"student": ID, "environment": {...},
+"kernel_sockets": PREFIX or null, "log": PATH, "result": PATH}``; for each it writes the
+captured nbgrader log to ``log`` and then, atomically, ``{"success": bool}`` to ``result``,
+which is how the grader knows it is done. The grader stops a worker that takes longer than
+the time limit and starts a new one, so a student's notebook can never stall the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        sys.exit("usage: python -m autograder.worker COURSE_ROOT ASSIGNMENT")
+    course_root, assignment = Path(argv[0]), argv[1]
+
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_root)).load_config()
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    os.chdir(course_root)
+    given = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        # This student's environment for the kernel (time and memory limits, connection folder).
+        for name in set(given) - set(request["environment"]):
+            os.environ.pop(name, None)
+        os.environ.update(request["environment"])
+        given = request["environment"]
+        if request.get("kernel_sockets"):
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = request["kernel_sockets"]
+        result = api.autograde(assignment, request["student"], force=True, create=True)
+        Path(request["log"]).write_text(result.get("log", "") + result.get("error", ""), errors="replace")
+        done = Path(request["result"])
+        partial = done.with_name(done.name + ".partial")
+        partial.write_text(json.dumps({"success": bool(result.get("success"))}))
+        partial.rename(done)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
