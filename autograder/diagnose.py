@@ -18,6 +18,13 @@ import nbformat
 # Error names of a cell stopped at its time limit: nbgrader records CellTimeoutError, and the
 # kernel may add the KeyboardInterrupt raised by the interrupt.
 INTERRUPTED = {"CellTimeoutError", "KeyboardInterrupt"}
+# Errors of the grader itself (autograder.trusted) in a test cell, in plain words.
+ERROR_NOTES = {
+    "ChannelError": "the notebook's kernel stopped answering the grader: it died, was stopped, or the "
+                    "notebook's code interfered with grading",
+    "OutputLimitExceeded": "the cell printed more than the output limit and was stopped",
+    "StudentError": "the notebook's code raised an error",
+}
 
 
 def notebook_problem(path: Path) -> str | None:
@@ -82,7 +89,7 @@ def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], 
 def _why_test_failed(cell, errors: list[str], score: float, max_score: float) -> str:
     """A short note in parentheses on why a test cell lost points ('' if nothing to say)."""
     if errors:
-        return f" ({errors[-1]})"
+        return f" ({ERROR_NOTES.get(errors[-1], errors[-1])})"
     if any(output.output_type == "stream" and output.name == "stderr" for output in cell.outputs):
         # nbgrader gives 0 to a test cell with any output on stderr, warnings included.
         return " (it wrote to stderr, e.g. a warning, which nbgrader counts as a failure)"
@@ -110,7 +117,7 @@ def explain_failure(log: str, cell_timeout: float) -> str:
     # Otherwise the first error nbgrader logged, which names the problem (a deleted test
     # cell, a changed grade id, ...), without the traceback.
     for line in log.splitlines():
-        match = re.search(r"\| ERROR\] (.+)", line)
+        match = re.search(r"(?:\| |\[)ERROR\] (.+)", line)  # nbgrader's command line or its API's log
         if match and not match.group(1).startswith("There was an error processing"):
             return f"nbgrader could not grade the notebook: {match.group(1).strip()}"
     return "nbgrader could not grade the notebook (see its log)"

@@ -1,0 +1,125 @@
+"""How fast does a class grade? ``python -m autograder.benchmark --students 100``.
+
+Grades the same class twice on this machine, in the same run:
+
+1. plain nbgrader, the way a course without this grader would: one ``nbgrader autograde``
+   command for the whole class, serial, test cells in the student's kernel, no sandbox;
+2. :func:`autograder.grade` with its defaults: sandboxed kernels, test cells in the grader,
+   ``--workers`` students at a time.
+
+and, on the first ``--overhead-students`` of the class, :func:`autograder.grade` on one worker with
+and without the sandbox, which gives the sandbox's cost per submission. The class alternates
+the reference solution and the untouched exercise, so half the notebooks run to the end and
+half stop at their first ``NotImplementedError``. Prints a table and writes ``benchmark.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .course import COURSE_CONFIG, EXERCISES_DIR, SOLUTIONS_DIR, check_assignment, run_nbgrader
+from .grade import COURSE_ID, default_workers, grade
+
+PLAIN_CONFIG = '''\
+c = get_config()  # noqa: F821
+load_subconfig({course_config!r})  # noqa: F821
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = {course_id!r}
+c.Execute.timeout = {cell_timeout}
+'''
+
+
+def make_class(submissions: Path, assignment: str, n_students: int) -> None:
+    """``n_students`` folders: even ones hand in the reference solution, odd ones the untouched exercise."""
+    for index in range(n_students):
+        source = SOLUTIONS_DIR if index % 2 == 0 else EXERCISES_DIR
+        shutil.copytree(source / assignment, submissions / f"student{index:03d}",
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+
+
+def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout: float) -> tuple[float, dict]:
+    """Seconds for plain, serial ``nbgrader autograde`` of the whole class, and its scores."""
+    from nbgrader.api import Gradebook
+
+    shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment)
+    (root / "nbgrader_config.py").write_text(PLAIN_CONFIG.format(
+        course_config=str(COURSE_CONFIG), root=str(root), course_id=COURSE_ID, cell_timeout=round(cell_timeout)))
+    result = run_nbgrader(["generate_assignment", assignment, "--force"], cwd=root)
+    if result.returncode != 0:
+        sys.exit(f"nbgrader generate_assignment failed:\n{result.output}")
+    for student in submissions.iterdir():
+        shutil.copytree(student, root / "submitted" / student.name / assignment)
+    start = time.perf_counter()
+    result = run_nbgrader(["autograde", assignment, "--create", "--force"], cwd=root,
+                          log_path=root / "autograde.log")
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"plain nbgrader autograde failed (see {root / 'autograde.log'})")
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course_id=COURSE_ID) as gb:
+        scores = {s.student.id: s.score for s in gb.find_assignment(assignment).submissions}
+    return seconds, scores
+
+
+def timed_grade(submissions: Path, assignment: str, out_dir: Path, **options) -> tuple[float, dict]:
+    start = time.perf_counter()
+    rows = grade(assignment, submissions, out_dir, **options)
+    return time.perf_counter() - start, {row["student"]: row["score"] for row in rows}
+
+
+def run(assignment: str, n_students: int, workers: int, overhead_students: int, cell_timeout: float,
+        work_dir: Path) -> dict:
+    check_assignment(assignment)
+    submissions = work_dir / "submissions"
+    make_class(submissions, assignment, n_students)
+    few = work_dir / "few"
+    make_class(few, assignment, min(overhead_students, n_students))
+
+    plain_s, plain_scores = plain_nbgrader(submissions, assignment, work_dir / "plain", cell_timeout)
+    ours_s, our_scores = timed_grade(submissions, assignment, work_dir / "ours", workers=workers,
+                                     cell_timeout=cell_timeout)
+    sandboxed_s, _ = timed_grade(few, assignment, work_dir / "one-sandboxed", workers=1, cell_timeout=cell_timeout)
+    unsandboxed_s, _ = timed_grade(few, assignment, work_dir / "one-unsandboxed", workers=1,
+                                   cell_timeout=cell_timeout, sandboxed=False)
+    n_few = len(list(few.iterdir()))
+    return {
+        "assignment": assignment, "students": n_students, "workers": workers, "cores": default_workers(),
+        "plain_nbgrader_serial_s": round(plain_s, 1), "ours_s": round(ours_s, 1),
+        "speedup": round(plain_s / ours_s, 2),
+        "plain_s_per_student": round(plain_s / n_students, 2), "ours_s_per_student": round(ours_s / n_students, 2),
+        "sandbox_overhead_s_per_student": round((sandboxed_s - unsandboxed_s) / n_few, 2),
+        "one_worker_sandboxed_s_per_student": round(sandboxed_s / n_few, 2),
+        "one_worker_unsandboxed_s_per_student": round(unsandboxed_s / n_few, 2),
+        "same_scores": plain_scores == our_scores,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assignment", default="00_getting_started")
+    parser.add_argument("--students", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--overhead-students", type=int, default=10,
+                        help="students graded on one worker with and without the sandbox (default: 10)")
+    parser.add_argument("--cell-timeout", type=float, default=300)
+    parser.add_argument("--out", type=Path, help="write benchmark.json here (default: the current folder)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mlhep-benchmark-") as work_dir:
+        figures = run(args.assignment, args.students, args.workers, args.overhead_students, args.cell_timeout,
+                      Path(work_dir))
+    for name, value in figures.items():
+        print(f"{name:38s} {value}")
+    out = (args.out or Path.cwd()) / "benchmark.json"
+    out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"written to {out}")
+    return 0 if figures["same_scores"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
