@@ -59,9 +59,33 @@ install_bubblewrap() {  # the grader runs students' kernels in bubblewrap (autog
     fi
 }
 
+install_chromium() {  # tests/test_formgrader.py opens nbgrader's formgrader in headless Chromium
+    { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+            echo "warning: Chromium is not installed and installing it needs root; the formgrader test" \
+                 "will be skipped until it is (Debian/Ubuntu: sudo apt-get install chromium)" >&2
+            return 0
+        fi
+    fi
+    if command -v apt-get >/dev/null 2>&1; then
+        # Without recommends: a headless browser needs no printing, mDNS or power daemons.
+        echo "== installing Chromium (the formgrader test's headless browser)"
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+            { $sudo apt-get update -q >/dev/null &&
+              $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+                  >/dev/null; } ||
+            echo "warning: could not install Chromium; the formgrader test will be skipped" >&2
+    else
+        echo "warning: install Chromium with your package manager; the formgrader test needs it" >&2
+    fi
+}
+
 setup() {
     local python stamp want
     install_bubblewrap
+    install_chromium
     python=$(find_python)
     [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
     # Reinstall only when the pinned requirements changed.

@@ -2,6 +2,7 @@
 
     python -m autograder release [ASSIGNMENT ...]          # solutions/ -> exercises/
     python -m autograder grade ASSIGNMENT SUBMISSIONS_DIR  # grades.csv and feedback
+    python -m autograder formgrader OUT_DIR                # grade written answers by hand
 
 The same from Python: :func:`release` and :func:`grade`.
 """

@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder release|grade ...`` (see ``--help``)."""
+"""Command line: ``python -m autograder release|grade|formgrader ...`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .course import AutograderError, UsageError
+from .formgrader import serve as serve_formgrader
 from .grade import grade
 from .release import release
 
@@ -33,9 +34,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="seconds a cell may run before it is interrupted (default: 300)")
     grade_cmd.add_argument("--notebook-timeout", type=float, default=900, metavar="S",
                            help="seconds one student's grading may take before it is stopped (default: 900)")
+    grade_cmd.add_argument("--workers", type=int, default=None, metavar="N",
+                           help="students graded at the same time (default: one per core)")
     grade_cmd.add_argument("--unsafe-no-sandbox", action="store_true",
                            help="run the notebooks without the bubblewrap sandbox: they can then read the "
                                 "hidden tests and change the gradebook (only for notebooks you trust)")
+
+    formgrader_cmd = commands.add_parser(
+        "formgrader", help="grade the written answers by hand in nbgrader's formgrader, on grade's output")
+    formgrader_cmd.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of `grade` (its --out)")
+    formgrader_cmd.add_argument("--port", type=int, metavar="N", help="port to serve on (default: a free one)")
+    formgrader_cmd.add_argument("--no-browser", action="store_true", help="only print the address to open")
     return parser.parse_args(argv)
 
 
@@ -46,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "release":
             for folder in release(args.assignments, args.release_dir):
                 print(f"released {folder}")
+        elif args.command == "formgrader":
+            serve_formgrader(args.out_dir, port=args.port, open_browser=not args.no_browser)
         else:
             submissions = Path(args.submissions_dir).resolve()
             out_dir = args.out or submissions.parent / f"{submissions.name}-graded"
             grade(args.assignment, args.submissions_dir, out_dir,
                   cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-                  sandboxed=not args.unsafe_no_sandbox)
+                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

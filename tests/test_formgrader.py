@@ -1,0 +1,163 @@
+"""nbgrader's formgrader works on the grader's output, seen through headless Chromium.
+
+A class of one student hands in lesson 01's exercise untouched except for the written answer
+(graded by hand). After ``grade``, ``python -m autograder formgrader OUT --port N --no-browser``
+starts the formgrader; Chromium then finds the assignment listed, follows the manual-grading
+pages to the student's submission and sees the answer there. Stopping the command must leave
+no process behind. About 70 s on two cores; needs Chromium (``bash run.sh setup`` installs
+it) and the cached test-scale data (MLHEP_DATA_DIR).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from autograder import grade
+from autograder.course import EXERCISES_DIR, REPO_ROOT
+from autograder.formgrader import free_port
+
+pytestmark = pytest.mark.grading
+
+ASSIGNMENT = "01_autoencoder_anomaly_detection"
+WRITTEN_ANSWER_ID = "why_signals_can_look_normal"  # the markdown cell a person grades
+STUDENT = "alice"
+ANSWER = "A signal whose jets look like ordinary QCD jets is reconstructed well, answer 4711."
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's and Ubuntu's names
+needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="Chromium is not installed (`bash run.sh setup` installs it)")
+SERVER_START_TIMEOUT = 120
+PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
+
+
+def answered_exercise() -> str:
+    """The released exercise with only the written answer filled in (its code cells still raise)."""
+    notebook = nbformat.read(EXERCISES_DIR / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    (cell,) = [cell for cell in notebook.cells
+               if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID]
+    cell.source = ANSWER
+    return nbformat.writes(notebook)
+
+
+def rendered_page(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran (and their requests returned), as Chromium sees it."""
+    # --no-sandbox: Chromium's own sandbox needs user namespaces, which root and some CI images lack;
+    # it only ever loads the formgrader served by the test.
+    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                             "--virtual-time-budget=15000", "--dump-dom", url],
+                            capture_output=True, text=True, timeout=PAGE_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and "<body" in result.stdout, (
+        f"Chromium failed on {url}:\n{result.stderr[-2000:]}")
+    left = [process for process in psutil.process_iter(["cmdline"])
+            if str(profile) in " ".join(process.info["cmdline"] or [])]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert not alive, f"Chromium processes left running: {alive}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """grade's output folder for a class of one student who only wrote the written answer."""
+    base = tmp_path_factory.mktemp("formgrader")
+    student_folder = base / "submissions" / STUDENT
+    student_folder.mkdir(parents=True)
+    (student_folder / f"{ASSIGNMENT}.ipynb").write_text(answered_exercise())
+    # The exercise's cells raise NotImplementedError at once: short limits are plenty.
+    rows = grade(ASSIGNMENT, base / "submissions", base / "out", cell_timeout=30, notebook_timeout=240)
+    assert [(row["student"], row["status"]) for row in rows] == [(STUDENT, "graded")], rows
+    assert rows[0]["to_grade_by_hand"] > 0, rows  # the written answer waits for a person
+    return base / "out"
+
+
+@pytest.fixture(scope="module")
+def formgrader(graded_class, tmp_path_factory):
+    """The running formgrader command: (its address with the token, its process, the processes it started)."""
+    port = free_port()
+    output = tmp_path_factory.mktemp("formgrader-command") / "stdout.txt"
+    with open(output, "w") as stdout:
+        # Its own session, so that stopping it here is like a TA's Ctrl-C and never reaches pytest.
+        command = subprocess.Popen([sys.executable, "-m", "autograder", "formgrader", str(graded_class),
+                                    "--port", str(port), "--no-browser"],
+                                   cwd=REPO_ROOT, stdout=stdout, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        url = None
+        while url is None and command.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            url = re.search(r"http://\S+/formgrader\?token=\w+", output.read_text())
+        assert url, f"the formgrader did not print its address:\n{output.read_text()}"
+        started = psutil.Process(command.pid).children(recursive=True)
+        yield url.group(0), command, started
+    finally:
+        if command.poll() is None:  # a test failed before the shutdown test: clean up anyway
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait()
+
+
+@pytest.fixture(scope="module")
+def browser_profile(tmp_path_factory):
+    """Chromium's profile folder, shared by the pages of one session like a TA's browser."""
+    return tmp_path_factory.mktemp("chromium-profile")
+
+
+@needs_chromium
+def test_formgrader_lists_the_assignment(formgrader, browser_profile):
+    url, _, _ = formgrader
+    assert re.match(r"http://127\.0\.0\.1:\d+/formgrader\?token=", url), url
+    page = rendered_page(url, browser_profile)
+    # The table of assignments is filled in by the page's scripts from the formgrader's API. The
+    # private course has only the graded assignment (the repository's course would list every lesson),
+    # with one submission.
+    listed = re.findall(r'<td class="name[^"]*" data-order="([^"]*)">', page)
+    assert listed == [ASSIGNMENT], f"the formgrader lists {listed}, not the graded course:\n{page[-3000:]}"
+    submissions = re.search(r'<td class="[^"]*num-submissions[^"]*"[^>]*><a [^>]*>(\d+)</a>', page)
+    assert submissions and submissions.group(1) == "1", "the formgrader does not count the one submission"
+
+
+@needs_chromium
+def test_manual_grading_shows_the_written_answer(formgrader, browser_profile):
+    url, _, _ = formgrader
+    # The printed address logs the browser in (a cookie for the whole server); then the TA clicks on.
+    rendered_page(url, browser_profile)
+    base = url.split("/formgrader?token=")[0]
+    # Manual Grading > assignment > notebook: one row per submission, linking to its grading page.
+    listing = rendered_page(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
+    link = re.search(rf'<a class="name-shown" href="(/formgrader/submissions/\w+)">{STUDENT}</a>', listing)
+    assert link, f"no submission of {STUDENT} in the manual-grading list:\n{listing[-3000:]}"
+
+    page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
+    assert ANSWER in page, f"the grading page does not show {STUDENT}'s written answer"
+    assert re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"[^>]*type="number"', page), (
+        f"the grading page has no score box for {WRITTEN_ANSWER_ID}")
+
+
+@needs_chromium
+def test_stopping_leaves_no_process_behind(formgrader, graded_class):
+    _, command, started = formgrader
+    assert any("jupyter_server" in " ".join(process.cmdline()) for process in started), started
+    command.send_signal(signal.SIGTERM)  # as a job scheduler stops it; Ctrl-C takes the same way out
+    assert command.wait(timeout=60) == 128 + signal.SIGTERM
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, f"processes left running after the formgrader stopped: {alive}"
+    in_output = [process.info["pid"] for process in psutil.process_iter(["pid", "cwd"])
+                 if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(graded_class)]
+    assert not in_output, f"processes left running in {graded_class}: {in_output}"
+
+
+def test_not_an_output_folder_exits_with_2_and_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "autograder", "formgrader", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 2, result
+    assert "is not a grading output folder" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
