@@ -115,18 +115,21 @@ def hidden_and_visible_test_lines(notebook_path: Path) -> tuple[set[str], set[st
 
     Short lines (``pass``, ``else:``) are left out: a student's own code may contain them.
     """
-    hidden, visible = set(), set()
-    for cell, meta in nbgrader_cells(notebook_path):
-        if not meta.get("grade") or cell.cell_type != "code":
-            continue
+    hidden, visible, elsewhere = set(), set(), set()
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        is_test = meta.get("grade") and not meta.get("solution") and cell.cell_type == "code"
         inside = False
         for line in cell.source.splitlines():
             if HIDDEN_BEGIN in line or HIDDEN_END in line:
                 inside = HIDDEN_BEGIN in line
                 continue
             if len(line.strip()) >= 20 and not line.strip().startswith("#"):
-                (hidden if inside else visible).add(re.sub(r"\s+", " ", line.strip()))
-    return hidden - visible, visible
+                normalized = re.sub(r"\s+", " ", line.strip())
+                (hidden if inside else visible if is_test else elsewhere).add(normalized)
+    # A hidden line that also appears elsewhere (say, the same histogram code in the solution)
+    # may be on the page without a leak.
+    return hidden - visible - elsewhere, visible
 
 
 def read_csv(path: Path) -> dict[str, dict]:
