@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     Args:
         assignment: name of a folder in ``solutions/``.
         submissions_dir: one folder per student, named by the student id, holding the
-            assignment's notebook(s) directly or in a subfolder named like the assignment.
+            assignment's notebook(s) directly or in a subfolder named like the assignment; or
+            an nbgrader exchange folder (see :func:`find_students`).
         out_dir: where to write ``grades.csv``, ``feedback/<student>/``, ``logs/`` and the
             private nbgrader course ``nbgrader/`` (the outputs of an earlier run are replaced).
         cell_timeout: seconds a cell may run before it is interrupted.
@@ -130,7 +132,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     else:
         print("autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
               "read the hidden tests and change the gradebook")
-    students = find_students(Path(submissions_dir))
+    students = find_students(Path(submissions_dir), assignment)
     out_dir = prepare_out_dir(Path(out_dir), Path(submissions_dir))
     course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
     max_score = generate_assignment(course, assignment)
@@ -147,16 +149,50 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
 
 # --- Checking the input ---------------------------------------------------------------------
 
-def find_students(submissions_dir: Path) -> dict[str, Path]:
-    """Student id -> folder, for each subfolder of ``submissions_dir`` (hidden ones skipped)."""
+def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[str, Path]:
+    """Student id -> folder with their submission.
+
+    ``submissions_dir`` is either one folder per student (named by the student id; hidden
+    folders skipped), or nbgrader's exchange: its root, a course in it or that course's
+    ``inbound/`` folder, whose ``STUDENT+ASSIGNMENT+TIMESTAMP[+...]`` folders hold what students
+    submitted with ``nbgrader submit``. From the exchange, each student's latest submission of
+    ``assignment`` is graded.
+    """
     if not submissions_dir.is_dir():
         raise UsageError(f"the submissions folder {submissions_dir} does not exist")
+    inbound = exchange_inbound(submissions_dir)
+    if inbound is not None:
+        latest: dict[str, tuple[str, Path]] = {}
+        for folder in inbound.iterdir():
+            match = EXCHANGE_SUBMISSION.match(folder.name)
+            if folder.is_dir() and match and match["assignment"] == assignment:
+                student, timestamp = match["student"], match["timestamp"]
+                if student not in latest or timestamp > latest[student][0]:
+                    latest[student] = (timestamp, folder)
+        if not latest:
+            raise UsageError(f"the exchange folder {inbound} has no submissions of {assignment}")
+        return {student: folder for student, (_, folder) in latest.items()}
     students = {folder.name: folder for folder in submissions_dir.iterdir()
                 if folder.is_dir() and not folder.name.startswith(".")}
     if not students:
         raise UsageError(f"the submissions folder {submissions_dir} has no student folders "
                          "(expected one folder per student, named by the student id)")
     return students
+
+
+# nbgrader's exchange names a submission STUDENT+ASSIGNMENT+TIMESTAMP, with "+RANDOM" in newer versions;
+# the timestamps ("2026-11-22 10:31:02.123456 UTC") sort in time order as text.
+EXCHANGE_SUBMISSION = re.compile(r"^(?P<student>[^+]+)\+(?P<assignment>[^+]+)\+(?P<timestamp>[^+]+)(\+[^+]*)?$")
+
+
+def exchange_inbound(folder: Path) -> Path | None:
+    """The ``inbound`` folder if ``folder`` is an nbgrader exchange, a course in it, or the folder itself."""
+    candidates = [folder] + [folder / "inbound"] + [course / "inbound" for course in folder.iterdir()
+                                                    if course.is_dir() and folder.name != "inbound"]
+    for candidate in candidates:
+        if candidate.name == "inbound" and candidate.is_dir():
+            return candidate
+    return None
 
 
 def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
