@@ -235,6 +235,14 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _counter(path: Path, name: str) -> int:
+    """A counter of a cgroup's events file (``name value`` lines); 0 where there is none."""
+    for line in _read(path).splitlines():
+        if line.split()[:1] == [name]:
+            return int(line.split()[1])
+    return 0
+
+
 def _write_if_present(folder: Path, name: str, value: object) -> bool:
     """Write a cgroup setting; False if this kernel has no such file (e.g. no swap accounting)."""
     if not (folder / name).exists():
@@ -257,8 +265,8 @@ class KernelBox:
     starts the kernels (nbgrader), and leave it when that process has finished::
 
         with KernelBox(student) as box:
-            print(box.describe())
             run nbgrader with {**os.environ, **box.environment()}
+            why = box.limits_reached()  # e.g. a kernel killed for its memory: nbclient's "Kernel died"
 
     Leaving kills every process still in the student's cgroups and removes them.
     """
@@ -342,6 +350,19 @@ class KernelBox:
         if not self.cgroups:
             parts.append("what a kernel leaves running ends with its PID namespace")
         return "; ".join(parts)
+
+    def limits_reached(self) -> list[str]:
+        """What the student's kernels ran into so far, in plain words (read it before leaving the box)."""
+        reached = []
+        if "memory" in self.cgroups:
+            events = "memory.oom_control" if self.versions["memory"] == 1 else "memory.events"
+            if kills := _counter(self.cgroups["memory"] / events, "oom_kill"):
+                reached.append(f"more than {_bytes_text(self.limits.memory_bytes)} of memory "
+                               f"(killed {kills} time{'s' * (kills > 1)})")
+        if "pids" in self.cgroups and (refused := _counter(self.cgroups["pids"] / "pids.events", "max")):
+            reached.append(f"more than {self.limits.max_processes} processes and threads "
+                           f"({refused} refused)")
+        return reached
 
     def processes(self) -> set[int]:
         """Ids (in the grader's view) of the processes in the student's cgroups."""
