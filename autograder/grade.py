@@ -95,7 +95,7 @@ c.GenerateFeedback.preprocessors = [
 
 def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
           cell_timeout: float = 300, notebook_timeout: float = 900, sandboxed: bool = True,
-          workers: int | None = None) -> list[dict]:
+          workers: int | None = None, limits: sandbox.Limits | None = None) -> list[dict]:
     """Autograde every student's submission of ``assignment``.
 
     Args:
@@ -111,6 +111,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
             Without it a notebook can read the hidden tests and the gradebook and change them:
             only for notebooks you trust.
         workers: students graded at the same time (default: one per core).
+        limits: memory and processes of each student's kernel (default: ``sandbox.Limits()``).
 
     Returns:
         One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
@@ -129,6 +130,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
         if not ok:
             raise UsageError(f"{why}. Student notebooks are untrusted code, so grading stops here; "
                              "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox")
+        limits = sandbox.Limits() if limits is None else limits
+        print(f"autograder: each kernel in a sandbox, with {sandbox.describe_limits(limits)}")
     else:
         print("autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
               "read the hidden tests and change the gradebook")
@@ -139,7 +142,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
 
     workers = default_workers() if workers is None else workers
     rows = grade_class(course, assignment, students, max_score, out_dir, cell_timeout, notebook_timeout,
-                       sandboxed, workers)
+                       sandboxed, workers, limits)
     give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
 
     write_csv(rows, out_dir / "grades.csv")
@@ -258,7 +261,8 @@ def default_workers() -> int:
 
 
 def grade_class(course: Path, assignment: str, students: dict[str, Path], max_score: float, out_dir: Path,
-                cell_timeout: float, notebook_timeout: float, sandboxed: bool, workers: int) -> list[dict]:
+                cell_timeout: float, notebook_timeout: float, sandboxed: bool, workers: int,
+                limits: sandbox.Limits | None = None) -> list[dict]:
     """Pre-check every submission, then autograde them on ``workers`` worker processes at once.
 
     Each worker (``autograder.worker``) grades one student at a time; a worker that passes
@@ -289,7 +293,7 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
                 except queue.Empty:
                     return
                 worker, result = grade_in_worker(worker, slot, course, assignment, student, row, problems,
-                                                 out_dir, cell_timeout, notebook_timeout, sandboxed)
+                                                 out_dir, cell_timeout, notebook_timeout, sandboxed, limits)
                 with lock:
                     rows[student] = result
                     progress.set_postfix_str(student)
@@ -333,7 +337,7 @@ def stop_worker(worker: subprocess.Popen) -> None:
 
 def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, assignment: str, student: str,
                     row: dict, problems: list[str], out_dir: Path, cell_timeout: float, notebook_timeout: float,
-                    sandboxed: bool) -> tuple[subprocess.Popen | None, dict]:
+                    sandboxed: bool, limits: sandbox.Limits | None = None) -> tuple[subprocess.Popen | None, dict]:
     """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
     if worker is None or worker.poll() is not None:
         worker = start_worker(slot, course, assignment, out_dir, sandboxed)
@@ -342,8 +346,10 @@ def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, as
     done_path.unlink(missing_ok=True)
     # The kernel's connection file and sockets: a fresh folder per student (the only one besides
     # the submission that its sandbox can write), with a short path (Unix sockets: 107 bytes).
-    with tempfile.TemporaryDirectory(prefix="mlhep-kernel-") as runtime:
-        request = {"student": student, "environment": {"JUPYTER_RUNTIME_DIR": runtime},
+    box = sandbox.KernelBox(student, limits) if sandboxed else contextlib.nullcontext()
+    with box, tempfile.TemporaryDirectory(prefix="mlhep-kernel-") as runtime:
+        environment = {"JUPYTER_RUNTIME_DIR": runtime, **(box.environment() if sandboxed else {})}
+        request = {"student": student, "environment": environment,
                    "kernel_sockets": f"{runtime}/kernel" if sandboxed else None,
                    "log": str(log_path), "result": str(done_path)}
         failure = None
@@ -363,6 +369,10 @@ def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, as
         if failure is not None:
             kill_tree(worker)
             worker = None
+        limits_reached = box.limits_reached() if sandboxed else []
+    # Leaving the box killed whatever the kernel left behind.
+    if limits_reached:
+        problems = problems + [f"the notebook used {' and '.join(limits_reached)}, past the sandbox's limit"]
     if failure is None:
         success = json.loads(done_path.read_text())["success"]
         done_path.unlink()

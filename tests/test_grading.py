@@ -249,8 +249,9 @@ def test_test_cells_only_judge(notebook):
                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                     assigned_by_tests.setdefault(node.id, meta["grade_id"])
             continue
-        own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
-        read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+        names = [node for node in ast.walk(tree) if isinstance(node, ast.Name)]
+        own = {node.id for node in names if isinstance(node.ctx, ast.Store)}
+        read = {node.id for node in names if isinstance(node.ctx, ast.Load)}
         leaks = sorted((read - own) & set(assigned_by_tests))
         assert not leaks, (f"{notebook.name}: cell {meta.get('grade_id', cell.get('id'))} reads "
                            f"{', '.join(f'{n} (set by test cell {assigned_by_tests[n]})' for n in leaks)}; "
