@@ -9,13 +9,16 @@ preprocessors.
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
+from .trusted import STUDENT_TRACEBACK
+
 
 class HideHiddenTests(ClearHiddenTests):
     """Remove the hidden tests from test cells, and the code quoted in their tracebacks.
 
     A failing hidden assert would otherwise show up in the traceback, with the line of
     test code around it. The error's type and message stay: they are the student's hint
-    (e.g. ``AssertionError: jet counts wrong on random events``).
+    (e.g. ``AssertionError: jet counts wrong on random events``), and so does the traceback
+    through the student's own code when the error came from there (autograder.trusted).
     """
 
     def preprocess_cell(self, cell, resources, cell_index):
@@ -23,5 +26,6 @@ class HideHiddenTests(ClearHiddenTests):
             for output in cell.get("outputs", []):
                 if output.output_type == "error":
                     message = f"{output.ename}: {output.evalue}" if output.evalue else output.ename
-                    output.traceback = [message]
+                    own = [entry for entry in output.traceback if entry.startswith(STUDENT_TRACEBACK)]
+                    output.traceback = [*own, message]
         return cell, resources

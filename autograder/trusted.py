@@ -57,6 +57,8 @@ FORWARDED_ERRORS = {name: getattr(builtins, name) for name in (
     "NotImplementedError", "OSError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration",
     "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError")}
 BUILTIN_NAMES = frozenset(dir(builtins))
+#: Starts the traceback of an error in the student's own code (the feedback keeps it; see feedback.py).
+STUDENT_TRACEBACK = "In your code:\n"
 
 
 class StudentError(Exception):
@@ -522,9 +524,9 @@ class TrustedExecute(Execute):
             self.flush_prints()
             student_traceback = getattr(error, "student_traceback", "")
             last_line = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            traceback = [STUDENT_TRACEBACK + student_traceback] if student_traceback else []
             cell.outputs.append(nbformat.v4.new_output(
-                "error", ename=type(error).__name__, evalue=str(error),
-                traceback=[student_traceback, last_line] if student_traceback else [last_line]))
+                "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line]))
 
     def flush_prints(self) -> None:
         for name, text in self.pending_prints:
