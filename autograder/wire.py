@@ -37,12 +37,16 @@ class WireError(ValueError):
 
 def _npy(array: np.ndarray) -> str:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    # (not np.ascontiguousarray: it turns a 0-d array, a numpy scalar, into a 1-d one)
+    np.save(buffer, array if array.flags.c_contiguous else np.array(array, order="C"), allow_pickle=False)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _from_npy(text: str) -> np.ndarray:
-    array = np.load(io.BytesIO(base64.b64decode(text, validate=True)), allow_pickle=False)
+    try:
+        array = np.load(io.BytesIO(base64.b64decode(text, validate=True)), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # e.g. an object array, which needs pickle
+        raise WireError(f"not a plain array: {error}") from None
     if type(array) is not np.ndarray or array.dtype.kind not in PLAIN_KINDS:
         raise WireError(f"not a plain array (dtype {array.dtype})")
     return array
