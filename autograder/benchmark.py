@@ -30,6 +30,8 @@ PLAIN_CONFIG = '''\
 c = get_config()  # noqa: F821
 load_subconfig({course_config!r})  # noqa: F821
 c.CourseDirectory.root = {root!r}
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = {course_id!r}
 c.Execute.timeout = {cell_timeout}
 '''

@@ -434,19 +434,15 @@ def read_results(course: Path, assignment: str, student: str,
 
 
 def give_feedback(course: Path, assignment: str, rows: list[dict], out_dir: Path) -> None:
-    """Write the feedback HTML of the students in ``rows`` to ``OUT/feedback/<student>/``.
+    """Copy the feedback HTML of the students in ``rows`` to ``OUT/feedback/<student>/``.
 
-    One nbgrader run for the whole class, as nbgrader's start-up takes seconds. A student
-    whose feedback is missing afterwards gets a remark in their row.
+    The workers wrote it right after grading each student. A student whose feedback is missing
+    gets a remark in their row.
     """
-    if not rows:
-        return
-    run_nbgrader(["generate_feedback", assignment, "--force"], cwd=course,
-                 log_path=course / "generate_feedback.log")
     for row in rows:
         pages = sorted((course / "feedback" / row["student"] / assignment).glob("*.html"))
         if not pages:
-            remark = "nbgrader could not write the feedback (see nbgrader/generate_feedback.log)"
+            remark = f"nbgrader could not write the feedback (see logs/{row['student']}.log)"
             row["reason"] = "; ".join(filter(None, [row["reason"], remark]))
             continue
         dest = out_dir / "feedback" / row["student"]

@@ -2,7 +2,8 @@
 
 :func:`autograder.grade.grade` starts one worker per core. Each imports nbgrader once and then
 autogrades the students it is sent, one at a time, in-process (nbgrader's own
-``NbGraderAPI.autograde``), which saves nbgrader's start-up (seconds) for every student.
+``NbGraderAPI.autograde``, then ``generate_feedback`` for that student), which saves nbgrader's
+start-up (seconds) for every student.
 
 It reads one JSON request per line on stdin: ``{"student": ID, "environment": {...},
 "kernel_sockets": PREFIX or null, "log": PATH, "result": PATH}``; for each it writes the
@@ -43,7 +44,12 @@ def main(argv: list[str]) -> None:
             config.KernelManager.transport = "ipc"
             config.KernelManager.ip = request["kernel_sockets"]
         result = api.autograde(assignment, request["student"], force=True, create=True)
-        Path(request["log"]).write_text(result.get("log", "") + result.get("error", ""), errors="replace")
+        log = result.get("log", "") + result.get("error", "")
+        if result.get("success"):
+            # The student's feedback page right away, on this worker (one page takes about a second).
+            feedback = api.generate_feedback(assignment, request["student"], force=True)
+            log += "\n[feedback]\n" + feedback.get("log", "") + feedback.get("error", "")
+        Path(request["log"]).write_text(log, errors="replace")
         done = Path(request["result"])
         partial = done.with_name(done.name + ".partial")
         partial.write_text(json.dumps({"success": bool(result.get("success"))}))
