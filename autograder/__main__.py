@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="seconds one student's grading may take before it is stopped (default: 900)")
     grade_cmd.add_argument("--workers", type=int, default=None, metavar="N",
                            help="students graded at the same time (default: one per core)")
+    grade_cmd.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
+                           help="memory of each student's kernel, in GiB (default: 4)")
     grade_cmd.add_argument("--unsafe-no-sandbox", action="store_true",
                            help="run the notebooks without the bubblewrap sandbox: they can then read the "
                                 "hidden tests and change the gradebook (only for notebooks you trust)")
@@ -46,6 +48,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     formgrader_cmd.add_argument("--port", type=int, metavar="N", help="port to serve on (default: a free one)")
     formgrader_cmd.add_argument("--no-browser", action="store_true", help="only print the address to open")
     return parser.parse_args(argv)
+
+
+def limits(args: argparse.Namespace):
+    """The sandbox limits asked for on the command line (None: the defaults)."""
+    from .sandbox import Limits
+
+    if args.memory_limit is None:
+        return None
+    if not args.memory_limit > 0:
+        raise UsageError(f"--memory-limit must be a positive number of GiB, got {args.memory_limit:g}")
+    return Limits(memory_bytes=int(args.memory_limit * 2**30))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = args.out or submissions.parent / f"{submissions.name}-graded"
             grade(args.assignment, args.submissions_dir, out_dir,
                   cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers)
+                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers, limits=limits(args))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
