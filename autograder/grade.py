@@ -229,6 +229,9 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
     config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
                                     source_root=str(root / "source"), db_url=gradebook_url(root),
                                     course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
+    if sandboxed:
+        # Whatever kernel a submitted notebook asks for, it runs on the sandboxed one.
+        config += f"\nc.TrustedExecute.kernel_name = {sandbox.KERNEL_NAME!r}\n"
     (root / "nbgrader_config.py").write_text(config)
     return root
 
