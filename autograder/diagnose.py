@@ -44,8 +44,8 @@ def notebook_problem(path: Path) -> str | None:
             nbformat.validate(notebook)
     except nbformat.ValidationError as error:
         return f"not a valid notebook: {error.message}"
-    except Exception as error:  # nbformat raises many types on JSON that is not a notebook
-        return f"not a valid notebook: {error or type(error).__name__}"
+    except Exception:  # nbformat raises many types on JSON that is not a notebook
+        return "not a valid notebook: the JSON does not have a notebook's structure"
     return None
 
 
@@ -82,7 +82,8 @@ def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], 
             if score < max_score:
                 messages.append(f"test cell {name} failed{_why_test_failed(cell, errors, score, max_score)}")
         elif errors and not interrupted:
-            messages.append(f"cell {name} raised {errors[0]}")
+            note = ERROR_NOTES.get(errors[0])
+            messages.append(f"cell {name}: {note}" if note else f"cell {name} raised {errors[0]}")
     return messages
 
 
@@ -116,8 +117,11 @@ def explain_failure(log: str, cell_timeout: float) -> str:
                 "which nbgrader cannot grade")
     # Otherwise the first error nbgrader logged, which names the problem (a deleted test
     # cell, a changed grade id, ...), without the traceback.
+    if "Notebook failed to validate" in log:
+        return ("the notebook's nbgrader cell metadata is broken (a cell's grade id or type was edited), "
+                "so nbgrader could not grade it")
     for line in log.splitlines():
         match = re.search(r"(?:\| |\[)ERROR\] (.+)", line)  # nbgrader's command line or its API's log
-        if match and not match.group(1).startswith("There was an error processing"):
+        if match and not match.group(1).startswith(("There was an error", "Traceback", "Please see")):
             return f"nbgrader could not grade the notebook: {match.group(1).strip()}"
     return "nbgrader could not grade the notebook (see its log)"

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook
 from tqdm.auto import tqdm
 
@@ -412,7 +413,26 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
             # and gives this one 0.
             path.unlink()
             problems.append(f"{name} is {problem}" if len(notebook_names(assignment)) > 1 else problem)
+        else:
+            problems += unmark_unknown_cells(path, SOLUTIONS_DIR / assignment / name)
     return problems
+
+
+def unmark_unknown_cells(path: Path, source: Path) -> list[str]:
+    """Strip nbgrader's metadata from cells the assignment does not have (e.g. a test cell the
+    student added), which nbgrader would refuse the whole notebook for; they run as ordinary cells."""
+    known = {cell.metadata["nbgrader"].get("grade_id") for cell in nbformat.read(source, as_version=4).cells
+             if "nbgrader" in cell.metadata}
+    notebook = nbformat.read(path, as_version=4)
+    unknown = [cell for cell in notebook.cells
+               if "nbgrader" in cell.metadata and cell.metadata["nbgrader"].get("grade_id") not in known]
+    if not unknown:
+        return []
+    for cell in unknown:
+        del cell.metadata["nbgrader"]
+    nbformat.write(notebook, path)
+    names = ", ".join(sorted({str(cell.id) for cell in unknown}))
+    return [f"cells with nbgrader marks the assignment does not have (ids {names}) ran as ordinary cells"]
 
 
 def read_results(course: Path, assignment: str, student: str,

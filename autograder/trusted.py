@@ -43,7 +43,7 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbgrader import utils
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import Execute
-from traitlets import Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
 from . import wire
 
@@ -461,6 +461,9 @@ class TrustedExecute(Execute):
 
     source_root = Unicode("", help="the private course's source folder (the assignment's notebooks)").tag(
         config=True)
+    # A cell stopped for flooding its output leaves a backlog of output messages: move on rather
+    # than fail the notebook (test cells run here, so a lost output can never give points).
+    raise_on_iopub_timeout = Bool(False).tag(config=True)
     output_limit_bytes = Integer(
         2 * 2**20, help="text a cell may print before it is stopped (the rest is dropped)").tag(config=True)
 

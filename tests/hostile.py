@@ -768,9 +768,9 @@ KINDS: tuple[Kind, ...] = (
          attack(SEARCH_FILESYSTEM, defines_functions=True), evidence="FOUND THE REFERENCE SOLUTION"),
     Kind("gradebook_tampering", "integrity", "finds gradebook.db and sets every auto_score and max_score "
          "to 1000 with sqlite3", attack(GRADEBOOK_TAMPERING), evidence="CHANGED A GRADEBOOK"),
-    # nbgrader refuses a notebook with a test cell it does not know; ignoring the cell is as right.
+    # The grader strips the marks of cells the assignment does not have: the cell runs in the sandbox.
     Kind("fake_test_cell", "integrity", "adds a locked test cell of its own worth 1000 points that writes "
-         "markers outside its folder", write_fake_test_cell, status=None),
+         "markers outside its folder", write_fake_test_cell, reason="ran as ordinary cells"),
     Kind("inflated_points", "integrity", "raises the points of a test cell to 1000 in the metadata",
          edited(empty_attempt, inflate_points)),
     Kind("inflated_points_on_reference", "integrity", "the reference solution with the points of a test "
@@ -793,11 +793,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("kill_classmates_kernels", "isolation", "SIGKILL to every other ipykernel graded in the class's folder",
          attack(KILL_CLASSMATES_KERNELS), evidence="KILLED A KERNEL"),
     Kind("process_flood", "isolation", f"starts up to {FLOOD_SIZE} processes; a per-student limit must stop it",
-         attack(PROCESS_FLOOD), evidence="FLOOD NOT LIMITED"),
+         attack(PROCESS_FLOOD), evidence="FLOOD NOT LIMITED", reason="processes and threads"),
     Kind("memory_hog", "isolation", f"allocates memory until it fails (at most {HOG_CEILING / 2**30:g} GiB, "
          "or 80% of the free memory); a per-student limit must stop it", attack(MEMORY_HOG), status=None,
-         evidence="MEMORY NOT LIMITED"),
-    Kind("output_flood", "isolation", "prints 1 GiB", attack(OUTPUT_FLOOD)),
+         evidence="MEMORY NOT LIMITED", reason="of memory|MemoryError"),
+    Kind("output_flood", "isolation", "prints 1 GiB", attack(OUTPUT_FLOOD),
+         reason="printed more than the output limit and was stopped"),
     Kind("background_process", "isolation", "leaves `sleep TOKEN` running: in a new session, and through a "
          "double fork", attack(BACKGROUND_PROCESS)),
     Kind("kernelspec_python3", "isolation", "asks for the plain `python3` kernel, then writes markers outside "
@@ -810,7 +811,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("invalid_json", "batch", "invalid JSON", write_text('{\n "cells": [\n  {"cell_type": oops\n'),
          status="failed", reason=r"invalid JSON \(line 3\)"),
     Kind("json_not_a_notebook", "batch", "valid JSON that is not a notebook", write_text('{"cells": 5}\n'),
-         status="failed", reason="not a valid notebook"),
+         status="failed", reason="not a valid notebook: the JSON does not have a notebook's structure"),
     Kind("old_format", "batch", "the reference solution saved as nbformat 3", write_old_format,
          max_score=FULL_MARKS, partial_credit="the reference solution in an older file format"),
     Kind("no_kernelspec", "batch", "the reference solution without kernelspec metadata",
