@@ -4,10 +4,10 @@ Grades the same class twice on this machine, in the same run:
 
 1. plain nbgrader, the way a course without this grader would: one ``nbgrader autograde``
    command for the whole class, serial, test cells in the student's kernel, no sandbox;
-2. :func:`autograder.grade` with its defaults: sandboxed kernels, test cells in the grader,
+2. :func:`autograder.grade.grade` with its defaults: sandboxed kernels, test cells in the grader,
    ``--workers`` students at a time.
 
-and, on the first ``--overhead-students`` of the class, :func:`autograder.grade` on one worker with
+and, on the first ``--overhead-students`` of the class, ``grade`` on one worker with
 and without the sandbox, which gives the sandbox's cost per submission. The class alternates
 the reference solution and the untouched exercise, so half the notebooks run to the end and
 half stop at their first ``NotImplementedError``. Prints a table and writes ``benchmark.json``.

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.skip_release:
-        from autograder import release
+        from autograder.release import release
 
         release()
     notebooks = [p for p in course_notebooks() if args.only in str(p.relative_to(REPO))]

@@ -836,7 +836,8 @@ KINDS: tuple[Kind, ...] = (
          reason=r"cell count_objects_solution was interrupted after the \d+ s time limit",
          partial_credit="dijet_mass is the reference's; count_objects is never defined"),
     Kind("endless_loop_ignoring_interrupts", "batch", "the empty attempt with a loop that catches "
-         "KeyboardInterrupt", edited(empty_attempt, prepend(FIRST_SOLUTION, STUBBORN_LOOP)), status="failed"),
+         "KeyboardInterrupt", edited(empty_attempt, prepend(FIRST_SOLUTION, STUBBORN_LOOP)), status=None,
+         reason="time limit"),
     Kind("kernel_crash", "batch", "the reference solution calling os._exit(1) in the dijet_mass solution cell",
          edited(reference, prepend(SECOND_SOLUTION, "import os\nos._exit(1)\n")), status="failed",
          reason="the kernel died"),

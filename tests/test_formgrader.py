@@ -23,9 +23,9 @@ import nbformat
 import psutil
 import pytest
 
-from autograder import grade
 from autograder.course import EXERCISES_DIR, REPO_ROOT
 from autograder.formgrader import free_port
+from autograder.grade import grade
 
 pytestmark = pytest.mark.grading
 

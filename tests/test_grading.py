@@ -28,8 +28,10 @@ import nbformat
 import psutil
 import pytest
 
-from autograder import UsageError, find_assignments, grade, release
+from autograder import UsageError, find_assignments
 from autograder.course import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
+from autograder.grade import grade
+from autograder.release import release
 
 pytestmark = pytest.mark.grading
 

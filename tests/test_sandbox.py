@@ -196,8 +196,8 @@ def test_the_grader_cannot_be_seen_or_signalled(kernel):
 
 
 def test_grading_refuses_without_a_sandbox(monkeypatch, tmp_path):
-    from autograder import grade
     from autograder.course import UsageError
+    from autograder.grade import grade
 
     monkeypatch.setattr(sandbox, "available", lambda: (False, "bubblewrap (`bwrap`) is not installed"))
     (tmp_path / "subs" / "alice").mkdir(parents=True)
