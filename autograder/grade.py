@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import nbformat
+import psutil
 from nbgrader.api import Gradebook
 from tqdm.auto import tqdm
 
@@ -141,7 +142,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
     max_score = generate_assignment(course, assignment)
 
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(limits) if workers is None else workers
     rows = grade_class(course, assignment, students, max_score, out_dir, cell_timeout, notebook_timeout,
                        sandboxed, workers, limits)
     give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
@@ -259,9 +260,12 @@ def generate_assignment(course: Path, assignment: str) -> float:
 
 # --- One student ----------------------------------------------------------------------------
 
-def default_workers() -> int:
-    """One worker per core this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+def default_workers(limits: sandbox.Limits | None = None) -> int:
+    """One worker per core this process may use, as long as each student's kernel can have its
+    memory limit (plus about 1 GiB for the worker itself) at the same time."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    memory_bytes = (limits or sandbox.Limits()).memory_bytes + 2**30
+    return max(1, min(cores, psutil.virtual_memory().total // memory_bytes))
 
 
 def grade_class(course: Path, assignment: str, students: dict[str, Path], max_score: float, out_dir: Path,
