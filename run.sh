@@ -38,48 +38,34 @@ find_python() {
     return 1
 }
 
-install_bubblewrap() {  # the grader runs students' kernels in bubblewrap (autograder/sandbox.py)
-    command -v bwrap >/dev/null 2>&1 && return 0
-    local sudo=""
+apt_install() {  # apt_install PACKAGE WHAT WITHOUT_IT: a Debian package, as root or with sudo -n; else a warning
+    local package=$1 what=$2 without_it=$3 sudo=""
     if [ "$(id -u)" != 0 ]; then
         if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
-            echo "warning: bubblewrap is not installed and installing it needs root; the grader will" \
-                 "refuse to grade until it is (Debian/Ubuntu: sudo apt-get install bubblewrap)" >&2
+            echo "warning: $package is not installed and installing it needs root; $without_it" \
+                 "(Debian/Ubuntu: sudo apt-get install $package)" >&2
             return 0
         fi
     fi
-    if command -v apt-get >/dev/null 2>&1; then
-        echo "== installing bubblewrap (the grading sandbox)"
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null ||
-            { $sudo apt-get update -q >/dev/null &&
-              $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } ||
-            echo "warning: could not install bubblewrap; the grader will refuse to grade until it is" >&2
-    else
-        echo "warning: install bubblewrap with your package manager; the grader needs it" >&2
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "warning: install $package with your package manager; $without_it" >&2
+        return 0
     fi
+    echo "== installing $package ($what)"
+    # Without recommends: the course needs the program, not the printing or mDNS daemons a desktop wants.
+    local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $package"
+    $install >/dev/null || { $sudo apt-get update -q >/dev/null && $install >/dev/null; } ||
+        echo "warning: could not install $package; $without_it" >&2
+}
+
+install_bubblewrap() {  # the grader runs students' kernels in bubblewrap (autograder/sandbox.py)
+    command -v bwrap >/dev/null 2>&1 ||
+        apt_install bubblewrap "the grading sandbox" "the grader will refuse to grade until it is"
 }
 
 install_chromium() {  # tests/test_formgrader.py opens nbgrader's formgrader in headless Chromium
-    { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 && return 0
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then
-        if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
-            echo "warning: Chromium is not installed and installing it needs root; the formgrader test" \
-                 "will be skipped until it is (Debian/Ubuntu: sudo apt-get install chromium)" >&2
-            return 0
-        fi
-    fi
-    if command -v apt-get >/dev/null 2>&1; then
-        # Without recommends: a headless browser needs no printing, mDNS or power daemons.
-        echo "== installing Chromium (the formgrader test's headless browser)"
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null ||
-            { $sudo apt-get update -q >/dev/null &&
-              $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
-                  >/dev/null; } ||
-            echo "warning: could not install Chromium; the formgrader test will be skipped" >&2
-    else
-        echo "warning: install Chromium with your package manager; the formgrader test needs it" >&2
-    fi
+    { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 ||
+        apt_install chromium "the formgrader test's headless browser" "the formgrader test is skipped until it is"
 }
 
 setup() {
