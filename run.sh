@@ -73,7 +73,11 @@ setup() {
     install_bubblewrap
     install_chromium
     python=$(find_python)
-    [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+    # An environment without a working pip is one whose creation was interrupted: start it again.
+    if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV"
+    fi
     # Reinstall only when the pinned requirements changed.
     stamp="$VENV/.installed-from"
     want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
