@@ -63,7 +63,7 @@ class RunResult:
 
 
 def run_nbgrader(args: list[str], cwd: Path, timeout: float | None = None,
-                 log_path: Path | None = None, env: dict | None = None) -> RunResult:
+                 log_path: Path | None = None) -> RunResult:
     """Run ``nbgrader ARGS`` in ``cwd``; stop it and everything it started after ``timeout`` s.
 
     nbgrader runs in a subprocess so that nothing a notebook does (an endless loop, a crash,
@@ -72,7 +72,7 @@ def run_nbgrader(args: list[str], cwd: Path, timeout: float | None = None,
     """
     # nbgrader runs the `alembic` command when it creates a gradebook: find it next to Python
     # even when the virtual environment is not activated.
-    env = {**os.environ, **(env or {}),
+    env = {**os.environ,
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     with open(log_path, "w+", errors="replace") if log_path else tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env,

@@ -313,14 +313,18 @@ class Channel:
             except wire.WireError as error:
                 self._break(f"the notebook's kernel sent the grader something invalid ({error})")
 
-    def _drain_iopub(self) -> None:
+    def _waiting(self, get_message):
+        """The messages already waiting on one of the kernel's channels that answer the agent's call."""
         while True:
             try:
-                msg = run_sync(self.executor.kc.get_iopub_msg)(timeout=0)
+                msg = run_sync(get_message)(timeout=0)
             except queue.Empty:
                 return
-            if msg["parent_header"].get("msg_id") != self.serve_id:
-                continue
+            if msg["parent_header"].get("msg_id") == self.serve_id:
+                yield msg
+
+    def _drain_iopub(self) -> None:
+        for msg in self._waiting(self.executor.kc.get_iopub_msg):
             # Only printed text of the student's code during the calls reaches the cell; results,
             # errors and displays the kernel might send are dropped: the grader writes those.
             if msg["msg_type"] == "stream":
@@ -338,12 +342,8 @@ class Channel:
         add_stream(self.outputs, "stderr" if name == "stderr" else "stdout", text)
 
     def _check_shell(self) -> None:
-        while True:
-            try:
-                msg = run_sync(self.executor.kc.get_shell_msg)(timeout=0)
-            except queue.Empty:
-                return
-            if msg["parent_header"].get("msg_id") == self.serve_id and msg["msg_type"] == "execute_reply":
+        for msg in self._waiting(self.executor.kc.get_shell_msg):
+            if msg["msg_type"] == "execute_reply":
                 self.serve_done = True
 
     def _wait_for_serve(self, grace: float) -> None:
