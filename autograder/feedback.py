@@ -3,9 +3,11 @@
 nbgrader 0.9.6 builds feedback from the autograded notebook, into which autograde has put the
 hidden tests back, and its ``generate_feedback`` does not remove them again. The private grading
 course of :mod:`autograder.grade` therefore adds :class:`HideHiddenTests` to the feedback
-preprocessors.
+preprocessors, and writes the pages with :class:`FeedbackExporter`.
 """
 
+from jinja2 import BytecodeCache
+from nbconvert.exporters import HTMLExporter
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
@@ -29,3 +31,33 @@ class HideHiddenTests(ClearHiddenTests):
                     own = [entry for entry in output.traceback if entry.startswith(STUDENT_TRACEBACK)]
                     output.traceback = [*own, message]
         return cell, resources
+
+
+class _TemplateCodeCache(BytecodeCache):
+    """Compiled Jinja templates kept in memory (Jinja checks each against its template's source)."""
+
+    def __init__(self):
+        self.compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+class FeedbackExporter(HTMLExporter):
+    """nbgrader's feedback page exporter, compiling its templates once per grading worker.
+
+    nbgrader makes a new exporter for each student, and each one would parse and compile the
+    same templates again (about a quarter of the time a feedback page takes). A changed template
+    has a new checksum, so it is never served stale.
+    """
+
+    _compiled_templates = _TemplateCodeCache()
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = self._compiled_templates
+        return environment

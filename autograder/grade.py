@@ -72,6 +72,9 @@ c.Execute.timeout = {cell_timeout}
 c.ExecutePreprocessor.timeout = {cell_timeout}
 c.Execute.interrupt_on_timeout = True
 c.ExecutePreprocessor.interrupt_on_timeout = True
+# After the last cell the kernel has nothing more to give: stop it at once rather than wait for
+# it to wind down (the sandbox's box then ends whatever it started).
+c.Execute.shutdown_kernel = "immediate"
 
 # The test cells run in this (the grader's) process, not in the student's kernel
 # (autograder.trusted); the rest of nbgrader's autograde steps are its defaults.
@@ -87,6 +90,7 @@ c.Autograde.autograde_preprocessors = [
 c.TrustedExecute.source_root = {source_root!r}
 
 # Feedback without the hidden tests (nbgrader 0.9.6 would show them).
+c.GenerateFeedback.exporter_class = "autograder.feedback.FeedbackExporter"
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "autograder.feedback.HideHiddenTests",

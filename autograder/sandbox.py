@@ -16,8 +16,9 @@ Unix sockets in its connection folder (jupyter_client's ``ipc`` transport), sinc
 namespace has no way back to the host's TCP ports.
 
 This module is also the kernel's launcher: the private course's kernelspec runs
-``python -m autograder.kernel_launcher CONNECTION_FILE``, which replaces itself with ``bwrap ...
-python -m ipykernel_launcher -f CONNECTION_FILE`` in the folder nbgrader started it in.
+``python -m autograder.kernel_launcher CONNECTION_FILE --data DIR [--font-cache FILE]``, which
+replaces itself with ``bwrap ... python -m ipykernel_launcher -f CONNECTION_FILE`` in the folder
+nbgrader started it in.
 
 Memory and processes are limited per student by a :class:`KernelBox`, which the grader enters
 around the grading of one student::
@@ -35,6 +36,7 @@ root and no delegated cgroup v2), the launcher sets rlimits instead, which are w
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -45,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,6 +62,8 @@ COURSE_PACKAGES = ("data_fetch", "mlhep", "autograder")  # autograder: the test 
 SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys")
 #: Environment variables passed into the sandbox (everything else is cleared).
 PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL")
+#: matplotlib's configuration folder in the sandbox (in its private /tmp).
+SANDBOX_MPLCONFIGDIR = "/tmp/matplotlib"
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `bash run.sh setup` "
                 "does it when it can)")
 
@@ -82,11 +87,13 @@ def data_folder() -> Path:
     return Path(cache.cache_root())
 
 
-def bwrap_command(connection_file: Path, workdir: Path, data_dir: Path | None = None) -> list[str]:
+def bwrap_command(connection_file: Path, workdir: Path, data_dir: Path | None = None,
+                  font_cache: Path | None = None) -> list[str]:
     """The bubblewrap command line that runs an IPython kernel for ``connection_file`` in ``workdir``.
 
     The kernel binds its Unix sockets at the ``ip`` prefix of the connection file; that folder
     (one per student, made by the grader) is the only writable one besides ``workdir``.
+    ``font_cache`` (see :func:`write_font_cache`) is given to matplotlib read-only.
     """
     connection_file = connection_file.resolve()
     connection = json.loads(connection_file.read_text())
@@ -112,20 +119,52 @@ def bwrap_command(connection_file: Path, workdir: Path, data_dir: Path | None = 
                 "--ro-bind", str(connection_file), str(connection_file),
                 "--bind", str(socket_dir), str(socket_dir),
                 "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    if font_cache is not None and font_cache.is_file():
+        command += ["--ro-bind", str(font_cache.resolve()), f"{SANDBOX_MPLCONFIGDIR}/{font_cache.name}"]
     environment = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
-    environment.update(HOME="/tmp", MPLCONFIGDIR="/tmp/matplotlib", PYTHONDONTWRITEBYTECODE="1",
+    environment.update(HOME="/tmp", MPLCONFIGDIR=SANDBOX_MPLCONFIGDIR, PYTHONDONTWRITEBYTECODE="1",
                        MLHEP_DATA_DIR=str(data_dir.resolve()))
     for name, value in sorted(environment.items()):
         command += ["--setenv", name, value]
     return command + [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
 
 
+def write_font_cache(folder: Path) -> Path | None:
+    """Matplotlib's font list as a sandboxed kernel would build it, written to ``folder``.
+
+    A kernel's matplotlib starts with an empty ``/tmp``, so without this file each one would
+    search the system's fonts again (about 0.4 s of CPU per student). Built by a matplotlib with
+    the sandbox's ``HOME`` (empty, so the same fonts), once per grading; the file name carries
+    matplotlib's version. None, with a warning, if it cannot be built: kernels then build their own.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlhep-home-") as home:
+        environment = {**os.environ, "HOME": home, "MPLCONFIGDIR": str(folder)}
+        built = subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment,
+                               capture_output=True, text=True, timeout=300)
+    caches = sorted(folder.glob("fontlist-*.json"))
+    if built.returncode != 0 or not caches:
+        warnings.warn(f"matplotlib's font list could not be prepared ({built.stderr.strip()[-300:]}); "
+                      "each kernel builds its own", stacklevel=2)
+        return None
+    return caches[-1]
+
+
 def write_kernelspec(kernels_dir: Path) -> Path:
-    """A kernelspec named like the course's kernel that starts it through this launcher."""
+    """A kernelspec named like the course's kernel that starts it through this launcher.
+
+    The kernels get the data cache of this process, and matplotlib's font list, which the
+    kernelspec's folder holds (:func:`write_font_cache`).
+    """
     folder = kernels_dir / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
+    # Found here, once, so that the launcher of each kernel imports next to nothing.
+    launcher = [sys.executable, "-m", "autograder.kernel_launcher", "{connection_file}",
+                "--data", str(data_folder().resolve())]
+    if font_cache := write_font_cache(folder / "matplotlib"):
+        launcher += ["--font-cache", str(font_cache)]
     spec = {
-        "argv": [sys.executable, "-m", "autograder.kernel_launcher", "{connection_file}"],
+        "argv": launcher,
         "display_name": "Python (mlhep course, sandboxed for grading)",
         "language": "python",
         # A signal from outside cannot reach the kernel in its process namespace: ask it instead.
@@ -478,10 +517,12 @@ def enter_limits(environment: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.exit("usage: python -m autograder.sandbox CONNECTION_FILE")
-    command = bwrap_command(Path(argv[0]), Path.cwd())
+    parser = argparse.ArgumentParser(prog="python -m autograder.kernel_launcher")
+    parser.add_argument("connection_file", type=Path)
+    parser.add_argument("--data", type=Path, help="the data cache (default: data_fetch's)")
+    parser.add_argument("--font-cache", type=Path, help="matplotlib's font list (see write_font_cache)")
+    args = parser.parse_args(argv)
+    command = bwrap_command(args.connection_file, Path.cwd(), data_dir=args.data, font_cache=args.font_cache)
     enter_limits(os.environ)  # last: bwrap and all it starts inherit the cgroups and rlimits
     os.execvp(command[0], command)
 

@@ -14,8 +14,6 @@ import math
 import numbers
 from pathlib import Path
 
-import nbformat
-
 MIME_TYPE = "application/vnd.mlhep.figures+json"
 
 
@@ -46,6 +44,10 @@ def record_figures(**figures) -> None:
 
 def read_figures(notebook) -> dict:
     """All figures recorded in an executed notebook (a path or a NotebookNode), merged in order."""
+    # Imported here, not at the top: nbformat's schema validation takes seconds to import, and
+    # every lesson imports this module for record_figures, which does not need it.
+    import nbformat
+
     if not isinstance(notebook, nbformat.NotebookNode):
         notebook = nbformat.read(Path(notebook), as_version=4)
     figures: dict = {}
