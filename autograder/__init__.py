@@ -10,6 +10,14 @@ sandbox's kernel launcher (``python -m autograder.kernel_launcher``) starts fast
 alone takes seconds to import.
 """
 
-from .course import AutograderError, UsageError, find_assignments
+import sys
+
+# jsonschema (under nbformat, which nbgrader and the grader import) builds a grammar for IRI
+# checks when it is imported, if rfc3987-syntax is installed: about 3 s, in the grader and in
+# each grading worker (python-jsonschema/jsonschema#1428). Notebook schemas check no IRIs, so
+# the grader's processes go without it: jsonschema skips a checker it cannot import.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from .course import AutograderError, UsageError, find_assignments  # noqa: E402
 
 __all__ = ["AutograderError", "UsageError", "find_assignments"]

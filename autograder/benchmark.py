@@ -4,8 +4,8 @@ Grades the same class twice on this machine, in the same run:
 
 1. plain nbgrader, the way a course without this grader would: one ``nbgrader autograde``
    command for the whole class, serial, test cells in the student's kernel, no sandbox;
-2. :func:`autograder.grade.grade` with its defaults: sandboxed kernels, test cells in the grader,
-   ``--workers`` students at a time.
+2. ``python -m autograder grade`` with its defaults: sandboxed kernels, test cells in the grader,
+   feedback pages, ``--workers`` students at a time.
 
 and then the time to start a kernel (and import numpy) with and without the sandbox, which is
 the sandbox's cost per submission. The class alternates
@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .course import COURSE_CONFIG, EXERCISES_DIR, SOLUTIONS_DIR, check_assignment, run_nbgrader
-from .grade import COURSE_ID, default_workers, grade
+from .grade import COURSE_ID, default_workers
 
 PLAIN_CONFIG = '''\
 c = get_config()  # noqa: F821
@@ -70,10 +72,18 @@ def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout:
     return seconds, scores
 
 
-def timed_grade(submissions: Path, assignment: str, out_dir: Path, **options) -> tuple[float, dict]:
+def timed_grade(submissions: Path, assignment: str, out_dir: Path, workers: int,
+                cell_timeout: float) -> tuple[float, dict]:
+    """Seconds for ``python -m autograder grade`` on the class (a new process, as a grader runs it)."""
     start = time.perf_counter()
-    rows = grade(assignment, submissions, out_dir, **options)
-    return time.perf_counter() - start, {row["student"]: row["score"] for row in rows}
+    command = [sys.executable, "-m", "autograder", "grade", assignment, str(submissions), "--out", str(out_dir),
+               "--workers", str(workers), "--cell-timeout", str(cell_timeout)]
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"python -m autograder grade failed:\n{result.stderr[-3000:]}")
+    with open(out_dir / "grades.csv", newline="") as file:
+        return seconds, {row["student"]: float(row["score"]) for row in csv.DictReader(file)}
 
 
 def kernel_start_seconds(sandboxed: bool, repeats: int) -> float:

@@ -3,8 +3,9 @@
 The grading happens in a private nbgrader course inside the output folder, never in the
 repository: ``OUT/nbgrader/`` has its own ``nbgrader_config.py``, a copy of the assignment's
 solutions as nbgrader's source, its own ``gradebook.db``, and ``submitted/<student>/...``.
-Each student is autograded by a separate nbgrader process with a wall-clock limit, so no
-submission can stop the batch, and each student's kernel runs in a bubblewrap sandbox
+Students are autograded by a few long-lived worker processes (``autograder.worker``), one
+student at a time each, under a wall-clock limit per student, so no submission can stop the
+batch; and each student's kernel runs in a bubblewrap sandbox
 (``autograder.sandbox``): it cannot read the hidden tests' source, the gradebook or other
 submissions, reach the network, or signal the grader. The results go to ``OUT/grades.csv``
 and ``OUT/feedback/``.
@@ -19,6 +20,7 @@ import os
 import queue
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -42,7 +44,6 @@ from .course import (
     check_assignment,
     kill_tree,
     notebook_names,
-    run_nbgrader,
 )
 from .diagnose import describe_notebook, explain_failure, notebook_problem
 
@@ -144,11 +145,18 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
     students = find_students(Path(submissions_dir), assignment)
     out_dir = prepare_out_dir(Path(out_dir), Path(submissions_dir))
     course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
-    max_score = generate_assignment(course, assignment)
-
+    # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
     workers = default_workers(limits) if workers is None else workers
-    rows = grade_class(course, assignment, students, max_score, out_dir, cell_timeout, notebook_timeout,
-                       sandboxed, workers, limits)
+    pool = [start_worker(slot, course, assignment, out_dir, sandboxed)
+            for slot in range(min(workers, len(students)))]
+    try:
+        max_score = generate_assignment(course, assignment)
+        rows = grade_class(course, assignment, students, max_score, out_dir, cell_timeout, notebook_timeout,
+                           sandboxed, pool, limits)
+    finally:
+        for worker in pool:
+            if worker.poll() is None:
+                kill_tree(worker)
     give_feedback(course, assignment, [row for row in rows if row["status"] == "graded"], out_dir)
 
     write_csv(rows, out_dir / "grades.csv")
@@ -239,7 +247,29 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
         # Whatever kernel a submitted notebook asks for, it runs on the sandboxed one.
         config += f"\nc.TrustedExecute.kernel_name = {sandbox.KERNEL_NAME!r}\n"
     (root / "nbgrader_config.py").write_text(config)
+    create_gradebook(root)
     return root
+
+
+def create_gradebook(course: Path) -> None:
+    """The private course's empty gradebook, made as nbgrader makes one.
+
+    nbgrader's ``Gradebook`` creates its tables and records the database schema's version, which
+    it learns by running the ``alembic heads`` command: a new Python process that imports
+    nbgrader again (seconds). Here that version comes from alembic's API in this process.
+    """
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import ALEMBIC_DIR
+
+    config = Config()
+    config.set_main_option("script_location", ALEMBIC_DIR)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with contextlib.closing(sqlite3.connect(course / "gradebook.db")) as db, db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
+    with gradebook(course):  # nbgrader adds its tables to a database that has some
+        pass
 
 
 def gradebook(course: Path) -> Gradebook:
@@ -253,11 +283,22 @@ def gradebook_url(course: Path) -> str:
 
 
 def generate_assignment(course: Path, assignment: str) -> float:
-    """Record the assignment, its test cells and hidden tests in the gradebook; its max score."""
-    result = run_nbgrader(["generate_assignment", assignment, "--force"], cwd=course,
-                          log_path=course / "generate_assignment.log")
-    if result.returncode != 0:
-        raise AutograderError(f"nbgrader generate_assignment failed for {assignment}:\n{result.output}")
+    """Record the assignment, its test cells and hidden tests in the gradebook; its max score.
+
+    nbgrader's API runs in this process: it reads only the assignment's source, and a new
+    nbgrader process would spend seconds importing it again.
+    """
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    result = api.generate_assignment(assignment, force=True)  # the gradebook exists (make_course)
+    output = result.get("log", "") + result.get("error", "")
+    (course / "generate_assignment.log").write_text(output)
+    if not result.get("success"):
+        raise AutograderError(f"nbgrader generate_assignment failed for {assignment}:\n{output}")
     with gradebook(course) as gb:
         return gb.find_assignment(assignment).max_score
 
@@ -273,9 +314,9 @@ def default_workers(limits: sandbox.Limits | None = None) -> int:
 
 
 def grade_class(course: Path, assignment: str, students: dict[str, Path], max_score: float, out_dir: Path,
-                cell_timeout: float, notebook_timeout: float, sandboxed: bool, workers: int,
+                cell_timeout: float, notebook_timeout: float, sandboxed: bool, pool: list[subprocess.Popen],
                 limits: sandbox.Limits | None = None) -> list[dict]:
-    """Pre-check every submission, then autograde them on ``workers`` worker processes at once.
+    """Pre-check every submission, then autograde them on the worker processes of ``pool`` at once.
 
     Each worker (``autograder.worker``) grades one student at a time; a worker that passes
     ``notebook_timeout`` on a student, or dies, is stopped with everything it started and
@@ -297,7 +338,7 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
     lock = threading.Lock()
 
     def run_slot(slot: int) -> None:
-        worker = None
+        worker = pool[slot]
         try:
             while True:
                 try:
@@ -315,9 +356,11 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
                 stop_worker(worker)
 
     slots = [threading.Thread(target=run_slot, args=(slot,), name=f"grading-slot-{slot}")
-             for slot in range(max(1, min(workers, pending.qsize())))]
+             for slot in range(min(len(pool), pending.qsize()))]
     for thread in slots:
         thread.start()
+    for worker in pool[len(slots):]:  # more workers than submissions to grade
+        stop_worker(worker)
     for thread in slots:
         thread.join()
     progress.close()
