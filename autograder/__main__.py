@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     grade_cmd.add_argument("--notebook-timeout", type=float, default=900, metavar="S",
                            help="seconds one student's grading may take before it is stopped (default: 900)")
     grade_cmd.add_argument("--workers", type=int, default=None, metavar="N",
-                           help="students graded at the same time (default: one per core)")
+                           help="students graded at the same time (default: the cores plus one, as memory allows)")
     grade_cmd.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
                            help="memory of each student's kernel, in GiB (default: 4)")
     grade_cmd.add_argument("--unsafe-no-sandbox", action="store_true",

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .course import COURSE_CONFIG, EXERCISES_DIR, SOLUTIONS_DIR, check_assignment, run_nbgrader
-from .grade import COURSE_ID, default_workers
+from .grade import COURSE_ID, default_workers, usable_cores
 
 PLAIN_CONFIG = '''\
 c = get_config()  # noqa: F821
@@ -128,7 +128,7 @@ def run(assignment: str, n_students: int, workers: int, kernel_starts: int, cell
     sandboxed_s = kernel_start_seconds(True, kernel_starts)
     plain_kernel_s = kernel_start_seconds(False, kernel_starts)
     return {
-        "assignment": assignment, "students": n_students, "workers": workers, "cores": default_workers(),
+        "assignment": assignment, "students": n_students, "workers": workers, "cores": usable_cores(),
         "plain_nbgrader_serial_s": round(plain_s, 1), "ours_s": round(ours_s, 1),
         "speedup": round(plain_s / ours_s, 2),
         "plain_s_per_student": round(plain_s / n_students, 2), "ours_s_per_student": round(ours_s / n_students, 2),

@@ -117,7 +117,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
         sandboxed: run each student's kernel in a bubblewrap sandbox (``autograder.sandbox``).
             Without it a notebook can read the hidden tests and the gradebook and change them:
             only for notebooks you trust.
-        workers: students graded at the same time (default: one per core).
+        workers: students graded at the same time (default: one more than the cores, memory permitting).
         limits: memory and processes of each student's kernel (default: ``sandbox.Limits()``).
 
     Returns:
@@ -305,12 +305,21 @@ def generate_assignment(course: Path, assignment: str) -> float:
 
 # --- One student ----------------------------------------------------------------------------
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(limits: sandbox.Limits | None = None) -> int:
-    """One worker per core this process may use, as long as each student's kernel can have its
-    memory limit (plus about 1 GiB for the worker itself) at the same time."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """One worker more than the cores, as long as each student's kernel can have its memory limit
+    (plus about 1 GiB for the worker itself) at the same time.
+
+    A worker leaves its core idle for moments (while a kernel starts, between a test's messages):
+    the extra worker fills them. Measured on two cores, 100 students of lesson 00: 202 s with
+    three workers, 215 s with two.
+    """
     memory_bytes = (limits or sandbox.Limits()).memory_bytes + 2**30
-    return max(1, min(cores, psutil.virtual_memory().total // memory_bytes))
+    return max(1, min(usable_cores() + 1, psutil.virtual_memory().total // memory_bytes))
 
 
 def grade_class(course: Path, assignment: str, students: dict[str, Path], max_score: float, out_dir: Path,

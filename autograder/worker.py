@@ -1,7 +1,7 @@
 """A grading worker: ``python -m autograder.worker COURSE_ROOT ASSIGNMENT``.
 
-:func:`autograder.grade.grade` starts one worker per core. Each imports nbgrader once and then
-autogrades the students it is sent, one at a time, in-process (nbgrader's own
+:func:`autograder.grade.grade` starts a few workers (one more than the cores). Each imports
+nbgrader once and then autogrades the students it is sent, one at a time, in-process (nbgrader's own
 ``NbGraderAPI.autograde``, then ``generate_feedback`` for that student), which saves nbgrader's
 start-up (seconds) for every student.
 

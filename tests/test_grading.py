@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -415,3 +416,24 @@ def test_exchange_folder_gives_each_students_latest_submission(tmp_path):
         assert found["alice"].name.startswith("alice+00_getting_started+2026-11-21"), "the latest one"
     with pytest.raises(UsageError, match="no submissions of 02_likelihood_ratio_reweighting"):
         find_students(tmp_path / "exchange", "02_likelihood_ratio_reweighting")
+
+
+def test_the_private_gradebook_is_the_one_nbgrader_makes(tmp_path, monkeypatch):
+    """make_course makes the gradebook without nbgrader's `alembic heads` subprocess: same schema, same version."""
+    from nbgrader.api import Gradebook
+
+    from autograder.grade import make_course
+
+    def schema(database: Path) -> dict:
+        import sqlite3
+
+        with sqlite3.connect(database) as db:
+            tables = dict(db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall())
+            return {"tables": tables, "version": db.execute("SELECT version_num FROM alembic_version").fetchall()}
+
+    course = make_course(tmp_path / "course", HOSTILE_LESSON, cell_timeout=30)
+    # nbgrader runs the `alembic` command, next to Python.
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    with Gradebook(f"sqlite:///{tmp_path / 'by_nbgrader.db'}"):
+        pass
+    assert schema(course / "gradebook.db") == schema(tmp_path / "by_nbgrader.db")
