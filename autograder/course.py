@@ -50,6 +50,17 @@ def notebook_names(assignment: str) -> list[str]:
     return sorted(path.name for path in (SOLUTIONS_DIR / assignment).glob("*.ipynb"))
 
 
+def nbgrader_api(course_root: Path):
+    """nbgrader's API on the course at ``course_root`` (read from its ``nbgrader_config.py``), in this
+    process, and the configuration it was made with (the grading worker changes it per student)."""
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_root)).load_config()
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config), config
+
+
 @dataclass
 class RunResult:
     """What a finished (or stopped) nbgrader command left behind."""

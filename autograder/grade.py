@@ -43,6 +43,7 @@ from .course import (
     UsageError,
     check_assignment,
     kill_tree,
+    nbgrader_api,
     notebook_names,
 )
 from .diagnose import describe_notebook, explain_failure, notebook_problem
@@ -288,12 +289,7 @@ def generate_assignment(course: Path, assignment: str) -> float:
     nbgrader's API runs in this process: it reads only the assignment's source, and a new
     nbgrader process would spend seconds importing it again.
     """
-    from nbgrader.apps.api import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    api, _ = nbgrader_api(course)
     result = api.generate_assignment(assignment, force=True)  # the gradebook exists (make_course)
     output = result.get("log", "") + result.get("error", "")
     (course / "generate_assignment.log").write_text(output)

@@ -19,18 +19,15 @@ import os
 import sys
 from pathlib import Path
 
+from .course import nbgrader_api
+
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: python -m autograder.worker COURSE_ROOT ASSIGNMENT")
     course_root, assignment = Path(argv[0]), argv[1]
 
-    from nbgrader.apps.api import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_root)).load_config()
-    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    api, config = nbgrader_api(course_root)
     os.chdir(course_root)
     given = {}
     for line in sys.stdin:
