@@ -374,9 +374,7 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
 
 def start_worker(slot: int, course: Path, assignment: str, out_dir: Path, sandboxed: bool) -> subprocess.Popen:
     """A grading worker process for the private course (see autograder.worker)."""
-    env = {**os.environ,
-           # nbgrader runs the `alembic` command when it creates a gradebook: find it next to Python.
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = dict(os.environ)  # the gradebook exists already (make_course): no `alembic` command to find
     if sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
         env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(course / "jupyter"),
                                                             os.environ.get("JUPYTER_PATH")]))
