@@ -11,7 +11,7 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
-from .trusted import STUDENT_TRACEBACK
+from .trusted import HIDDEN_OUTPUT, STUDENT_TRACEBACK
 
 
 class HideHiddenTests(ClearHiddenTests):
@@ -25,11 +25,22 @@ class HideHiddenTests(ClearHiddenTests):
 
     def preprocess_cell(self, cell, resources, cell_index):
         if cell.cell_type == "code" and utils.is_grade(cell) and self._remove_hidden_test_region(cell):
+            outputs = []
             for output in cell.get("outputs", []):
-                if output.output_type == "error":
+                during_hidden_tests = output.get("metadata", {}).get(HIDDEN_OUTPUT)
+                if output.output_type == "error" and during_hidden_tests:
+                    # The student's own error in a hidden test: its message and traceback could
+                    # carry the hidden inputs, so only its type is shown.
+                    output.evalue = ""
+                    output.traceback = [f"{output.ename}: raised by your code during the hidden tests"]
+                elif during_hidden_tests:
+                    continue  # what the student's code printed while the hidden tests called it
+                elif output.output_type == "error":
                     message = f"{output.ename}: {output.evalue}" if output.evalue else output.ename
                     own = [entry for entry in output.traceback if entry.startswith(STUDENT_TRACEBACK)]
                     output.traceback = [*own, message]
+                outputs.append(output)
+            cell.outputs = outputs
         return cell, resources
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import queue
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -47,12 +49,21 @@ from .course import (
     notebook_names,
 )
 from .diagnose import describe_notebook, explain_failure, notebook_problem
+from .worker import ADDRESS_SPACE_VARIABLE
+
+#: Address space of a grading worker (see autograder.worker). Measured: a worker grading lesson 03
+#: (nbgrader, scikit-learn, the held-out sample) reserves about WORKER_MEASURED; the limit leaves a
+#: wide margin and stops a worker long before the machine's memory is at stake.
+WORKER_ADDRESS_SPACE = 4 * 2**30
 
 # to_grade_by_hand: points of cells (e.g. written answers) that wait for a person in the formgrader;
 # until then they count 0 in `score`.
 COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "status", "reason"]
 COURSE_ID = "mlhep"  # as in the repository's nbgrader_config.py
 GRADEBOOK_LOCK_TIMEOUT = 120  # seconds a worker waits for another's write to the gradebook
+#: Starts the reason of a student whom the grader itself failed (not their notebook): the run is
+#: then incomplete, and the command says so and exits with an error after writing grades.csv.
+GRADER_ERROR = "not graded, because of an error in the grader"
 
 # The private course's configuration. It loads the repository's configuration first, so that
 # the code stub (part of the checksums nbgrader records) and everything else are the course's.
@@ -90,6 +101,9 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.TrustedExecute.source_root = {source_root!r}
+# The held-out samples of this run (mlhep.held_out): their seed and the grader's own cache.
+c.TrustedExecute.held_out_seed = {held_out_seed!r}
+c.TrustedExecute.held_out_cache = {held_out_cache!r}
 
 # Feedback without the hidden tests (nbgrader 0.9.6 would show them).
 c.GenerateFeedback.exporter_class = "autograder.feedback.FeedbackExporter"
@@ -103,7 +117,8 @@ c.GenerateFeedback.preprocessors = [
 
 def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
           cell_timeout: float = 300, notebook_timeout: float = 900, sandboxed: bool = True,
-          workers: int | None = None, limits: sandbox.Limits | None = None) -> list[dict]:
+          workers: int | None = None, limits: sandbox.Limits | None = None,
+          held_out_seed: int | None = None) -> list[dict]:
     """Autograde every student's submission of ``assignment``.
 
     Args:
@@ -120,6 +135,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
             only for notebooks you trust.
         workers: students graded at the same time (default: one more than the cores, memory permitting).
         limits: memory and processes of each student's kernel (default: ``sandbox.Limits()``).
+        held_out_seed: seed of the held-out samples the quality tests judge with (default: one drawn
+            at random for this run); recorded in ``OUT/held_out.json`` so a run can be repeated.
 
     Returns:
         One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
@@ -145,7 +162,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
               "read the hidden tests and change the gradebook")
     students = find_students(Path(submissions_dir), assignment)
     out_dir = prepare_out_dir(Path(out_dir), Path(submissions_dir))
-    course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed)
+    held_out = prepare_held_out(assignment, out_dir, held_out_seed)
+    course = make_course(out_dir / "nbgrader", assignment, cell_timeout, sandboxed, held_out)
     # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
     workers = default_workers(limits) if workers is None else workers
     pool = [start_worker(slot, course, assignment, out_dir, sandboxed)
@@ -162,6 +180,7 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path,
 
     write_csv(rows, out_dir / "grades.csv")
     print(summary(rows, out_dir))
+    check_complete(rows, students, out_dir)
     return rows
 
 
@@ -228,22 +247,29 @@ def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
                          f"{error.strerror or error}") from None
     for old in ("nbgrader", "feedback", "logs"):
         shutil.rmtree(out_dir / old, ignore_errors=True)
-    (out_dir / "grades.csv").unlink(missing_ok=True)
+    for old in ("grades.csv", HELD_OUT_RECORD):
+        (out_dir / old).unlink(missing_ok=True)
     (out_dir / "logs").mkdir()
     return out_dir
 
 
 # --- The private nbgrader course ------------------------------------------------------------
 
-def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True) -> Path:
-    """Create the private nbgrader course at ``root`` with a copy of the assignment's source."""
+def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True,
+                held_out: dict | None = None) -> Path:
+    """Create the private nbgrader course at ``root`` with a copy of the assignment's source.
+
+    ``held_out``: the run's held-out samples (:func:`prepare_held_out`); None for an assignment
+    whose tests use none."""
     shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     if sandboxed:
         sandbox.write_kernelspec(root / "jupyter" / "kernels")
     config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
                                     source_root=str(root / "source"), db_url=gradebook_url(root),
-                                    course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)))
+                                    course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)),
+                                    held_out_seed=held_out["seed"] if held_out else None,
+                                    held_out_cache=held_out["cache"] if held_out else "")
     if sandboxed:
         # Whatever kernel a submitted notebook asks for, it runs on the sandboxed one.
         config += f"\nc.TrustedExecute.kernel_name = {sandbox.KERNEL_NAME!r}\n"
@@ -299,6 +325,74 @@ def generate_assignment(course: Path, assignment: str) -> float:
         return gb.find_assignment(assignment).max_score
 
 
+# --- Held-out samples: the grader's secret --------------------------------------------------
+
+HELD_OUT_RECORD = "held_out.json"  # in the output folder: the seed and samples of the run
+
+
+def grader_cache_dir() -> Path:
+    """The grader's own data cache (``$MLHEP_GRADER_CACHE``, else the user cache folder
+    ``mlhep-course-grader``): held-out samples live here, out of the students' kernels' reach."""
+    import platformdirs
+
+    folder = os.environ.get("MLHEP_GRADER_CACHE") or platformdirs.user_cache_dir("mlhep-course-grader")
+    return Path(folder).expanduser().resolve()
+
+
+def held_out_samples(assignment: str) -> list[tuple[str, int]]:
+    """(dataset, n_events) of every ``held_out_sample("NAME", n_events=N)`` call in the assignment's
+    test cells (found in their source, so the tests alone say what the grader must prepare)."""
+    import ast
+
+    found = set()
+    for path in sorted((SOLUTIONS_DIR / assignment).glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code" or "held_out_sample" not in cell.source:
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+                        == "held_out_sample"):
+                    arguments = {"name": node.args[0] if node.args else None,
+                                 "n_events": node.args[1] if len(node.args) > 1 else None}
+                    arguments.update({keyword.arg: keyword.value for keyword in node.keywords})
+                    try:
+                        found.add((ast.literal_eval(arguments["name"]), ast.literal_eval(arguments["n_events"])))
+                    except (ValueError, TypeError) as error:
+                        raise AutograderError(f"{path.name}: held_out_sample must be called with a literal "
+                                              f"dataset name and n_events ({error})") from None
+    return sorted(found)
+
+
+def prepare_held_out(assignment: str, out_dir: Path, seed: int | None = None) -> dict | None:
+    """Generate the assignment's held-out samples for this run into the grader's cache.
+
+    The seed is drawn at random unless given; it and the samples are recorded in
+    ``OUT/held_out.json``. Neither the seed nor the cache is visible in a student's sandbox
+    (checked here), so no kernel can read or regenerate the events whose labels judge it.
+    """
+    import secrets
+
+    import data_fetch
+
+    samples = held_out_samples(assignment)
+    if not samples:
+        return None
+    if seed is None:
+        seed = secrets.randbelow(2**63)
+    elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"the held-out seed must be a non-negative integer, got {seed!r}")
+    cache = grader_cache_dir()
+    if (visible := sandbox.visible_folder(cache)) is not None:
+        raise UsageError(f"the grader's cache {cache} lies in {visible}, which students' kernels can read; "
+                         "set MLHEP_GRADER_CACHE to a folder outside it")
+    for name, n_events in samples:
+        print(f"autograder: held-out sample {name} ({n_events} events) for this run")
+        data_fetch.load(name, n_events=n_events, seed=seed, source="pythia", cache_dir=cache)
+    record = {"seed": seed, "cache": str(cache), "samples": [list(sample) for sample in samples]}
+    (out_dir / HELD_OUT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 # --- One student ----------------------------------------------------------------------------
 
 def usable_cores() -> int:
@@ -350,8 +444,12 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
                     student, row, problems = pending.get_nowait()
                 except queue.Empty:
                     return
-                worker, result = grade_in_worker(worker, slot, course, assignment, student, row, problems,
-                                                 out_dir, cell_timeout, notebook_timeout, sandboxed, limits)
+                try:
+                    worker, result = grade_in_worker(worker, slot, course, assignment, student, row, problems,
+                                                     out_dir, cell_timeout, notebook_timeout, sandboxed, limits)
+                except Exception as error:  # noqa: BLE001 - the grader's own failure: reported, batch goes on
+                    result = {**row, "status": "failed",
+                              "reason": f"{GRADER_ERROR}: {type(error).__name__}: {error}"}
                 with lock:
                     rows[student] = result
                     progress.set_postfix_str(student)
@@ -369,6 +467,10 @@ def grade_class(course: Path, assignment: str, students: dict[str, Path], max_sc
     for thread in slots:
         thread.join()
     progress.close()
+    for student in set(students) - set(rows):  # a slot that died: never a student without a row
+        rows[student] = {"student": student, "assignment": assignment, "score": 0.0, "max_score": max_score,
+                         "to_grade_by_hand": 0.0, "status": "failed",
+                         "reason": f"{GRADER_ERROR}: the grader stopped before it graded this student"}
     return [rows[student] for student in sorted(rows)]
 
 
@@ -378,6 +480,8 @@ def start_worker(slot: int, course: Path, assignment: str, out_dir: Path, sandbo
     if sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
         env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(course / "jupyter"),
                                                             os.environ.get("JUPYTER_PATH")]))
+        # Only sandboxed: a kernel started without the launcher would inherit the worker's limit.
+        env[ADDRESS_SPACE_VARIABLE] = str(WORKER_ADDRESS_SPACE)
     with open(out_dir / "logs" / f"worker-{slot}.log", "a") as log:
         return subprocess.Popen([sys.executable, "-m", "autograder.worker", str(course), assignment],
                                 cwd=course, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
@@ -402,13 +506,15 @@ def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, as
     log_path = out_dir / "logs" / f"{student}.log"
     done_path = out_dir / "logs" / f".{student}.done"
     done_path.unlink(missing_ok=True)
-    # The kernel's connection file and sockets: a fresh folder per student (the only one besides
-    # the submission that its sandbox can write), with a short path (Unix sockets: 107 bytes).
+    # The kernel's connection file (in a folder of the grader's) and its sockets (in a folder of
+    # their own: the only host folder its sandbox can write), fresh per student, with a short
+    # path (Unix sockets: 107 bytes), on a RAM disk where there is one.
     box = sandbox.KernelBox(student, limits) if sandboxed else contextlib.nullcontext()
-    with box, tempfile.TemporaryDirectory(prefix="mlhep-kernel-") as runtime:
+    with box, tempfile.TemporaryDirectory(prefix="mlhep-kernel-", dir=sandbox.runtime_parent()) as runtime:
+        (Path(runtime) / "sockets").mkdir()
         environment = {"JUPYTER_RUNTIME_DIR": runtime, **(box.environment() if sandboxed else {})}
         request = {"student": student, "environment": environment,
-                   "kernel_sockets": f"{runtime}/kernel" if sandboxed else None,
+                   "kernel_sockets": f"{runtime}/sockets/kernel" if sandboxed else None,
                    "log": str(log_path), "result": str(done_path)}
         failure = None
         try:
@@ -446,27 +552,80 @@ def grade_in_worker(worker: subprocess.Popen | None, slot: int, course: Path, as
                     "reason": "; ".join(problems + messages)}
 
 
-def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
-    """Copy a student's submission to ``dest``, leaving out notebooks nbgrader cannot read.
+#: Largest notebook accepted (the course's notebooks are well under 1 MB without outputs).
+MAX_NOTEBOOK_BYTES = 64 * 2**20
+MAX_FEEDBACK_BYTES = 256 * 2**20
 
-    The notebooks may be in the student's folder or in a subfolder named like the assignment.
+
+def read_regular_file(folder: Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of ``folder/name``, read without following a symbolic link anywhere on the way.
+
+    Raises OSError (with a plain-words ``strerror``) for a link, a special file (a FIFO, a
+    device) or a file over ``max_bytes``: a submission is the student's files, never what they
+    point to.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(error.errno, "the submission's folder is a symbolic link") from None
+        raise
+    try:
+        try:
+            fd = os.open(name, flags, dir_fd=directory)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise OSError(error.errno, "it is a symbolic link, not a file") from None
+            raise
+        with open(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "it is not a regular file")
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(directory)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"it is larger than {max_bytes // 2**20} MB")
+    return data
+
+
+def submission_folder(folder: Path, assignment: str) -> Path:
+    """The folder holding the notebooks: the student's, or its subfolder named like the assignment
+    (a real folder, not a link)."""
+    inner = folder / assignment
+    return inner if inner.is_dir() and not inner.is_symlink() else folder
+
+
+def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
+    """Copy the assignment's notebooks from a student's submission to ``dest``.
+
+    Only the notebooks are copied, each only if it is a regular file of a sane size, read without
+    following links; other files are left out, so nothing but notebooks reaches nbgrader (which
+    would copy them on into the feedback). Notebooks nbgrader cannot read are left out too.
     Returns the problems found, in plain words (an empty list when there are none).
     """
-    if (folder / assignment).is_dir():
-        folder = folder / assignment
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    folder = submission_folder(folder, assignment)
+    dest.mkdir(parents=True, exist_ok=True)
     problems = []
-    for name in notebook_names(assignment):
+    names = notebook_names(assignment)
+    for name in names:
         path = dest / name
-        if not path.is_file():
-            others = sorted(p.name for p in dest.glob("*.ipynb") if p.name not in notebook_names(assignment))
+        try:
+            path.write_bytes(read_regular_file(folder, name, MAX_NOTEBOOK_BYTES))
+        except FileNotFoundError:
+            others = sorted(p.name for p in folder.glob("*.ipynb") if p.name not in names)
             found = f" (found: {', '.join(others)})" if others else ""
             problems.append(f"no notebook named {name} in the submission{found}")
-        elif problem := notebook_problem(path):
+            continue
+        except OSError as error:
+            problems.append(f"{name} was not graded: {error.strerror or error}")
+            continue
+        if problem := notebook_problem(path):
             # nbgrader would stop at this file; without it, it grades the other notebooks
             # and gives this one 0.
             path.unlink()
-            problems.append(f"{name} is {problem}" if len(notebook_names(assignment)) > 1 else problem)
+            problems.append(f"{name} is {problem}" if len(names) > 1 else problem)
         else:
             problems += unmark_unknown_cells(path, SOLUTIONS_DIR / assignment / name)
     return problems
@@ -524,8 +683,27 @@ def give_feedback(course: Path, assignment: str, rows: list[dict], out_dir: Path
             continue
         dest = out_dir / "feedback" / row["student"]
         dest.mkdir(parents=True, exist_ok=True)
-        for page in pages:
-            shutil.copy(page, dest / page.name)
+        for page in pages:  # read as a regular file, never through a link
+            (dest / page.name).write_bytes(read_regular_file(page.parent, page.name, MAX_FEEDBACK_BYTES))
+
+
+def check_complete(rows: list[dict], students: dict[str, Path], out_dir: Path) -> None:
+    """AutograderError unless grades.csv has one row per student and the grader itself failed none.
+
+    A TA must never take an incomplete batch for a finished one: the command then exits with an
+    error, after the rows that could be graded were written.
+    """
+    written = {row["student"] for row in csv.DictReader(open(out_dir / "grades.csv", newline=""))}
+    missing = sorted(set(students) - written)
+    broken = sorted(row["student"] for row in rows if row["reason"].startswith(GRADER_ERROR))
+    if missing or broken:
+        raise AutograderError(
+            "the grading is INCOMPLETE: "
+            + "; ".join(filter(None, [f"{len(missing)} students have no row in grades.csv ({', '.join(missing[:5])})"
+                                      if missing else "",
+                                      f"the grader failed on {len(broken)} students ({', '.join(broken[:5])}), "
+                                      "see their reasons in grades.csv and logs/" if broken else ""]))
+            + "; grade them again")
 
 
 # --- Results ----------------------------------------------------------------------------------

@@ -6,8 +6,15 @@ grader's process; the kernel that executes the student's notebook starts inside
 
 * the system and the Python environment, read-only;
 * the course's own packages (``data_fetch``, ``mlhep``) and the data cache, read-only;
-* this student's copy of the submission (the folder nbgrader executes it in) and the
-  kernel's connection folder, writable; ``/tmp`` is a private, empty tmpfs.
+* its working folder (:data:`SCRATCH_DIR`), ``/tmp`` and ``/dev/shm``: private RAM disks of a
+  bounded size, which vanish with the sandbox and which the grader never reads;
+* a folder for its Unix sockets, the only host folder it can write: made per student by the
+  grader, holding nothing else, on a RAM disk where the machine has one.
+
+Nothing the grader writes or reads back is there: not the submission nbgrader executes, not the
+executed notebook it writes, not the feedback, the gradebook, the held-out samples or the other
+students' files. So no file a kernel makes (a symbolic link, a huge file, a FIFO) is ever opened
+by trusted code. No file the kernel writes may exceed ``MAX_FILE_BYTES`` (RLIMIT_FSIZE).
 
 It has no network (not even the loopback of the host), its own process namespace (it cannot
 see or signal the grader or other students' kernels), no ``solutions/``, no other
@@ -87,38 +94,68 @@ def data_folder() -> Path:
     return Path(cache.cache_root())
 
 
-def bwrap_command(connection_file: Path, workdir: Path, data_dir: Path | None = None,
-                  font_cache: Path | None = None) -> list[str]:
-    """The bubblewrap command line that runs an IPython kernel for ``connection_file`` in ``workdir``.
+#: The kernel's working folder: a RAM disk of its own inside the sandbox, which nothing outside
+#: ever reads. The notebook runs there; what it writes vanishes with the sandbox.
+SCRATCH_DIR = "/home/student"
+#: Sizes of the sandbox's RAM disks (they count against the kernel's memory as well, where a
+#: cgroup limits it) and the largest file a kernel may write anywhere (RLIMIT_FSIZE).
+SCRATCH_BYTES = 512 * 2**20
+TMP_BYTES = 512 * 2**20
+SHM_BYTES = 64 * 2**20
+MAX_FILE_BYTES = 512 * 2**20
 
-    The kernel binds its Unix sockets at the ``ip`` prefix of the connection file; that folder
-    (one per student, made by the grader) is the only writable one besides ``workdir``.
-    ``font_cache`` (see :func:`write_font_cache`) is given to matplotlib read-only.
+
+def read_only_folders(data_dir: Path | None = None) -> list[Path]:
+    """The host folders a sandboxed kernel can read (bound read-only): the system, Python, the
+    course's packages and the data cache."""
+    folders = [Path(folder) for folder in SYSTEM_FOLDERS if Path(folder).exists()]
+    folders += sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
+    folders += [REPO_ROOT / package for package in COURSE_PACKAGES]
+    data_dir = data_folder() if data_dir is None else data_dir
+    if data_dir.is_dir():
+        folders.append(data_dir.resolve())
+    return folders
+
+
+def visible_folder(path: Path, data_dir: Path | None = None) -> Path | None:
+    """The folder bound into the sandbox that holds ``path`` (or lies inside it); None if the
+    sandbox cannot see ``path`` at all."""
+    path = Path(path).resolve()
+    for folder in read_only_folders(data_dir):
+        folder = folder.resolve()
+        if path == folder or folder in path.parents or path in folder.parents:
+            return folder
+    return None
+
+
+def bwrap_command(connection_file: Path, data_dir: Path | None = None,
+                  font_cache: Path | None = None) -> list[str]:
+    """The bubblewrap command line that runs an IPython kernel for ``connection_file``.
+
+    The kernel works in :data:`SCRATCH_DIR`, a size-limited RAM disk of its own, and binds its
+    Unix sockets at the ``ip`` prefix of the connection file: that folder (one per student, made
+    by the grader, holding nothing else) is the only host folder it can write. Nothing the grader
+    writes or reads back (the course, the submission, the gradebook, the outputs) is in the
+    sandbox at all. ``font_cache`` (see :func:`write_font_cache`) is given to matplotlib read-only.
     """
     connection_file = connection_file.resolve()
     connection = json.loads(connection_file.read_text())
     if connection.get("transport") != "ipc":
         sys.exit("autograder.sandbox: the kernel must use the ipc transport (KernelManager.transport)")
     socket_dir = Path(connection["ip"]).resolve().parent
-    workdir = workdir.resolve()
+    if connection_file.parent == socket_dir:
+        sys.exit("autograder.sandbox: the kernel's sockets need a folder of their own, apart from the "
+                 "connection file")
     command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--clearenv",
-               "--tmpfs", "/tmp"]  # first: the binds below may lie inside /tmp
-    for folder in SYSTEM_FOLDERS:
-        if Path(folder).exists():
-            command += ["--ro-bind", folder, folder]
-    python_roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
-    for root in sorted(python_roots):
-        command += ["--ro-bind", str(root), str(root)]
-    for package in COURSE_PACKAGES:
-        path = REPO_ROOT / package
-        command += ["--ro-bind", str(path), str(path)]
+               "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]  # first: the binds below may lie inside /tmp
     data_dir = data_folder() if data_dir is None else data_dir
-    if data_dir.is_dir():
-        command += ["--ro-bind", str(data_dir.resolve()), str(data_dir.resolve())]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",  # shm: multiprocessing locks
-                "--ro-bind", str(connection_file), str(connection_file),
+    for folder in read_only_folders(data_dir):
+        command += ["--ro-bind", str(folder), str(folder)]
+    command += ["--proc", "/proc", "--dev", "/dev",
+                "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",  # shm: multiprocessing locks
                 "--bind", str(socket_dir), str(socket_dir),
-                "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+                "--ro-bind", str(connection_file), str(connection_file),
+                "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH_DIR, "--chdir", SCRATCH_DIR]
     if font_cache is not None and font_cache.is_file():
         command += ["--ro-bind", str(font_cache.resolve()), f"{SANDBOX_MPLCONFIGDIR}/{font_cache.name}"]
     environment = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
@@ -127,6 +164,14 @@ def bwrap_command(connection_file: Path, workdir: Path, data_dir: Path | None = 
     for name, value in sorted(environment.items()):
         command += ["--setenv", name, value]
     return command + [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
+
+
+def runtime_parent() -> str | None:
+    """Where the grader makes each kernel's connection and socket folders: a RAM disk (/dev/shm)
+    where there is one, so that what a kernel writes in its socket folder fills memory (its own,
+    under a memory cgroup) rather than a disk; else the system's temporary folder."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def write_font_cache(folder: Path) -> Path | None:
@@ -502,7 +547,12 @@ def _lower_rlimit(kind: int, value: int) -> None:
 
 
 def enter_limits(environment: dict[str, str]) -> None:
-    """In the launcher: join the student's cgroups given by the box, or set the rlimits instead."""
+    """In the launcher: join the student's cgroups given by the box, or set the rlimits instead.
+
+    The worker that starts the kernel limits its own address space with a soft limit
+    (autograder.worker); the kernel gets the hard one back, then its own limits."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     for folder in filter(None, environment.get(CGROUPS_VARIABLE, "").split(os.pathsep)):
         try:
             (Path(folder) / "cgroup.procs").write_text(str(os.getpid()))
@@ -510,6 +560,8 @@ def enter_limits(environment: dict[str, str]) -> None:
             sys.exit(f"autograder.sandbox: cannot join the student's cgroup {folder}: {error}")
     if address_space := environment.get(RLIMIT_ADDRESS_SPACE_VARIABLE):
         _lower_rlimit(resource.RLIMIT_AS, int(address_space))
+    # No single file may grow past this, on the RAM disks or in the socket folder.
+    _lower_rlimit(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
     if processes := environment.get(RLIMIT_PROCESSES_VARIABLE):
         # RLIMIT_NPROC counts every task of the user, not only this kernel's: the student gets
         # `processes` more than run now. Linux does not apply it to root.
@@ -522,7 +574,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="the data cache (default: data_fetch's)")
     parser.add_argument("--font-cache", type=Path, help="matplotlib's font list (see write_font_cache)")
     args = parser.parse_args(argv)
-    command = bwrap_command(args.connection_file, Path.cwd(), data_dir=args.data, font_cache=args.font_cache)
+    command = bwrap_command(args.connection_file, data_dir=args.data, font_cache=args.font_cache)
     enter_limits(os.environ)  # last: bwrap and all it starts inherit the cgroups and rlimits
     os.execvp(command[0], command)
 

@@ -33,12 +33,16 @@ import asyncio
 import builtins
 import contextlib
 import queue
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async, run_sync
 from nbgrader import utils
 from nbgrader.api import Gradebook
@@ -59,6 +63,11 @@ FORWARDED_ERRORS = {name: getattr(builtins, name) for name in (
 BUILTIN_NAMES = frozenset(dir(builtins))
 #: Starts the traceback of an error in the student's own code (the feedback keeps it; see feedback.py).
 STUDENT_TRACEBACK = "In your code:\n"
+#: The line of a test cell's source after which its tests are hidden from students (nbgrader's).
+HIDDEN_TESTS_MARK = "### BEGIN HIDDEN TESTS"
+#: Output metadata of what the student's code printed or raised during hidden tests: the grader
+#: keeps it in the graded notebook, the feedback leaves it out.
+HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
 
 
 class StudentError(Exception):
@@ -206,6 +215,7 @@ class Channel:
         self.deadline: float | None = None
         self.stream_bytes = 0
         self.broken: str | None = None
+        self.hidden = False  # True while a test cell's hidden tests run
 
     # --- values
     def reference(self, value: Any) -> dict:
@@ -264,7 +274,15 @@ class Channel:
             self._break(f"unexpected message {op!r} from the notebook's kernel")
 
     def _answer_callback(self, request: dict) -> dict:
-        """Carry out the kernel's request on one of the test's objects (calls and public attributes only)."""
+        """Carry out the kernel's request on one of the test's objects (calls and public attributes only).
+
+        The work is the student's asking but runs here, so it runs under the cell's deadline
+        (:func:`deadline_alarm`) and, like all of the grader's work, on one thread.
+        """
+        with deadline_alarm(self.deadline):
+            return self._carry_out_callback(request)
+
+    def _carry_out_callback(self, request: dict) -> dict:
         try:
             target = self.callbacks[request["target"]]
             if request["op"] == "call":
@@ -339,7 +357,7 @@ class Channel:
             text = text[: max(0, limit - (self.stream_bytes - len(text)))] + "\n[output truncated]\n"
             if self.serve_id is not None and not self.serve_done:
                 run_sync(self.executor.km.interrupt_kernel)()  # stop the flood; the call ends in an error
-        add_stream(self.outputs, "stderr" if name == "stderr" else "stdout", text)
+        add_stream(self.outputs, "stderr" if name == "stderr" else "stdout", text, hidden=self.hidden)
 
     def _check_shell(self) -> None:
         for msg in self._waiting(self.executor.kc.get_shell_msg):
@@ -379,22 +397,80 @@ class Channel:
         raise ChannelError(why)
 
 
+@contextlib.contextmanager
+def deadline_alarm(deadline: float | None):
+    """Raise CellTimedOut in this (the main) thread when ``deadline`` (time.monotonic) passes.
+
+    The grader's objects run the student's requests in the grader (a classifier factory the
+    kernel calls in a loop, say): a SIGALRM timer ends that work at the cell's deadline even
+    when the kernel never asks again. Outside the main thread, where no signal can be handled,
+    the deadline is checked between the kernel's requests only.
+    """
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise CellTimedOut()
+
+    def stop(signum, frame):
+        raise CellTimedOut()
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, remaining)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _student_exception(message: dict) -> BaseException:
     kind = FORWARDED_ERRORS.get(message.get("type", ""))
     text = message.get("message", "")
     error = StudentError(f"{message.get('type', 'Error')}: {text}") if kind is None else kind(text)
-    error.student_traceback = message.get("traceback", "")
+    error.student_traceback = str(message.get("traceback", ""))
     return error
 
 
-def add_stream(outputs: list, name: str, text: str) -> None:
-    """Append ``text`` to the cell's outputs, merged with a preceding output of the same stream."""
+class ScoreError(Exception):
+    """A test cell's partial score is not a finite number between 0 and the cell's points."""
+
+
+def partial_score(value: Any, points: float) -> float:
+    """A test cell's last value as the partial score nbgrader reads, checked.
+
+    nbgrader gives full points for a result that is not a number, is negative or is NaN (its
+    partial-credit path reads ``float(text) >= 0`` as the only check), so a score computed from a
+    student's NaN would earn everything. Here anything but a finite number in [0, points] fails the
+    cell instead (0 points, with the reason in its output).
+    """
+    import numbers
+
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ScoreError(f"the test's result is a {type(value).__name__}, not a score")
+    score = float(value)
+    if not np.isfinite(score) or not 0.0 <= score <= points:
+        raise ScoreError(f"the test's score {score!r} is not a number between 0 and {points:g}, so it counts 0")
+    return score
+
+
+def add_stream(outputs: list, name: str, text: str, hidden: bool = False) -> None:
+    """Append ``text`` to the cell's outputs, merged with a preceding output of the same stream
+    (``hidden``: the student's code printed it during hidden tests, see HIDDEN_OUTPUT)."""
     if not text:
         return
-    if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1].get("name") == name:
-        outputs[-1]["text"] += text
+    previous = outputs[-1] if outputs else {}
+    if (previous.get("output_type") == "stream" and previous.get("name") == name
+            and bool(previous.get("metadata", {}).get(HIDDEN_OUTPUT)) == hidden):
+        previous["text"] += text
     else:
-        outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
+        output = nbformat.v4.new_output("stream", name=name, text=text)
+        if hidden:
+            output.metadata = {HIDDEN_OUTPUT: True}
+        outputs.append(output)
 
 
 class _CellStream:
@@ -456,8 +532,28 @@ def given_imports(source_notebook: Path, test_sources: list[str]) -> str:
 
 # ------------------------------------------------------------------------------ the preprocessor
 
+#: Largest message the grader takes from a kernel on any channel (zmq's MAXMSGSIZE: a larger one
+#: drops the connection instead of filling the grader's memory). Outputs are limited far below.
+MAX_KERNEL_MESSAGE = 64 * 2**20
+
+
+class BoundedKernelManager(AsyncKernelManager):
+    """jupyter_client's kernel manager, whose clients refuse messages over MAX_KERNEL_MESSAGE."""
+
+    def client(self, **kwargs):
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE)  # a default for its sockets
+        client = super().client(context=context, **kwargs)
+        client._created_context = True  # the client destroys it when it is done
+        return client
+
+
 class TrustedExecute(Execute):
     """nbgrader's Execute, with the autograded test cells run in the grader (see the module)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", BoundedKernelManager)
+        super().__init__(*args, **kwargs)
 
     source_root = Unicode("", help="the private course's source folder (the assignment's notebooks)").tag(
         config=True)
@@ -466,6 +562,8 @@ class TrustedExecute(Execute):
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     output_limit_bytes = Integer(
         2 * 2**20, help="text a cell may print before it is stopped (the rest is dropped)").tag(config=True)
+    held_out_seed = Integer(None, allow_none=True, help="seed of this run's held-out samples").tag(config=True)
+    held_out_cache = Unicode("", help="the grader's cache holding this run's held-out samples").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         info = resources["nbgrader"]
@@ -475,6 +573,10 @@ class TrustedExecute(Execute):
             sources = {cell.name: cell.source for cell in notebook.source_cells}
             self.test_sources = {cell.name: sources[cell.name] for cell in notebook.grade_cells
                                  if cell.cell_type == "code" and cell.name not in solutions}
+            self.points = {cell.name: cell.max_score for cell in notebook.grade_cells}
+        from mlhep.held_out import use_grading_samples
+
+        use_grading_samples(self.held_out_seed, self.held_out_cache)
         self.channel = Channel(self)
         self.namespace = TrustedNamespace(self.channel)
         self.pending_prints: list[tuple[str, str]] = []
@@ -485,36 +587,57 @@ class TrustedExecute(Execute):
             exec(compile(imports, "<the assignment's imports>", "exec"), self.namespace)
         except Exception as error:  # noqa: BLE001 - the tests that need them will fail and say so
             self.log.warning("could not import the assignment's tools in the grader: %s", error)
+        # The grader's numerical libraries on one thread: what a student's request costs here
+        # stays within one core (and the cell's deadline, see deadline_alarm).
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
         return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if (cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
                 and grade_id in self.test_sources):
-            self.run_test_cell(cell, self.test_sources[grade_id])
+            self.run_test_cell(cell, self.test_sources[grade_id], self.points.get(grade_id, 0.0))
             return cell, resources
         return super().preprocess_cell(cell, resources, index)
 
-    def run_test_cell(self, cell, source: str) -> None:
-        """Run a test cell's source (from the gradebook) here, against the student's kernel."""
+    def run_test_cell(self, cell, source: str, points: float) -> None:
+        """Run a test cell's source (from the gradebook) here, against the student's kernel.
+
+        The statements from ``### BEGIN HIDDEN TESTS`` on run with the channel marking what the
+        student's code prints as said during hidden tests, and an error of the student's code
+        raised there is marked too: the feedback leaves both out (feedback.HideHiddenTests), since
+        student code can print the hidden tests' inputs.
+        """
         cell.outputs = []
         cell.execution_count = None
         self.pending_prints = []
+        self.channel.hidden = False
         try:
             tree = ast.parse(source)
             last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            hidden_line = next((number for number, line in enumerate(source.splitlines(), 1)
+                                if line.strip() == HIDDEN_TESTS_MARK), None)
+            visible = [node for node in tree.body if hidden_line is None or node.lineno < hidden_line]
+            hidden = tree.body[len(visible):]
             with contextlib.redirect_stdout(_CellStream(self, "stdout")), \
                     contextlib.redirect_stderr(_CellStream(self, "stderr")), warnings.catch_warnings():
                 self.channel.begin(cell.outputs, self._get_timeout(cell))
                 try:
-                    exec(compile(tree, "<test cell>", "exec"), self.namespace)
+                    exec(compile(ast.Module(visible, type_ignores=[]), "<test cell>", "exec"), self.namespace)
+                    self.flush_prints()
+                    self.channel.hidden = bool(hidden) or (hidden_line is not None and last is not None
+                                                           and last.lineno > hidden_line)
+                    exec(compile(ast.Module(hidden, type_ignores=[]), "<test cell>", "exec"), self.namespace)
                     value = None
                     if last is not None:
                         value = eval(compile(ast.Expression(last.value), "<test cell>", "eval"), self.namespace)
                     self.flush_prints()
                     if value is not None:
                         cell.outputs.append(nbformat.v4.new_output(
-                            "execute_result", data={"text/plain": repr(value)}, execution_count=None))
+                            "execute_result", data={"text/plain": repr(partial_score(value, points))},
+                            execution_count=None))
                 finally:
                     self.flush_prints()
                     self.channel.end()
@@ -525,11 +648,16 @@ class TrustedExecute(Execute):
                 traceback=[f"CellTimeoutError: the cell ran past its time limit of {self.timeout} s"]))
         except Exception as error:  # noqa: BLE001 - a failed test scores 0, whatever failed
             self.flush_prints()
-            student_traceback = getattr(error, "student_traceback", "")
+            student_traceback = getattr(error, "student_traceback", None)
             last_line = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             traceback = [STUDENT_TRACEBACK + student_traceback] if student_traceback else []
-            cell.outputs.append(nbformat.v4.new_output(
-                "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line]))
+            output = nbformat.v4.new_output(
+                "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line])
+            if student_traceback is not None and self.channel.hidden:
+                output.metadata = {HIDDEN_OUTPUT: True}  # the student's own words, in a hidden test
+            cell.outputs.append(output)
+        finally:
+            self.channel.hidden = False
 
     def flush_prints(self) -> None:
         for name, text in self.pending_prints:

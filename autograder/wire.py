@@ -27,8 +27,14 @@ import numpy as np
 PLAIN_KINDS = frozenset("biufcUSmM")
 #: Deepest nesting of containers accepted (a deeper value is refused, not recursed into).
 MAX_DEPTH = 64
-#: Largest message accepted from the other side, in characters (a 2 GB array is not a test input).
-MAX_MESSAGE = 512 * 2**20
+#: Largest message accepted from the other side, in characters. The largest a course's test
+#: sends is under 5 MB (lesson 03's held-out observables, 40 000 events); a student's answer
+#: (scores, weights, features) is smaller.
+MAX_MESSAGE = 32 * 2**20
+#: Most JSON values one message may hold. Parsing costs memory per value (a Python object each,
+#: up to about 100 bytes), not per character: this bounds it whatever the text is, together with
+#: MAX_MESSAGE at a few hundred MB. Arrays cross as one string each, not as values.
+MAX_VALUES = 1_000_000
 
 
 class WireError(ValueError):
@@ -156,7 +162,11 @@ def dumps(message: dict, reference: Callable[[Any], dict]) -> str:
 def loads(text: str, resolve: Callable[[dict], Any]) -> dict:
     """The message that :func:`dumps` wrote, with its values decoded; WireError if malformed."""
     if type(text) is not str or len(text) > MAX_MESSAGE:
-        raise WireError("message too large or not text")
+        raise WireError(f"message too large (more than {MAX_MESSAGE // 2**20} MB) or not text")
+    # Every JSON value but the first follows a ',' or opens with '[' or '{' (an upper bound, counted
+    # in C before anything is parsed).
+    if text.count(",") + text.count("[") + text.count("{") >= MAX_VALUES:
+        raise WireError(f"message with more than {MAX_VALUES} values (send numbers as a numpy array)")
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as error:

@@ -16,16 +16,31 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 
 from .course import nbgrader_api
 
 
+#: Address space a worker may reserve, in bytes (0: no limit), from the grader: set as the soft
+#: limit, so that a student who makes the grader's side of a test allocate without bound stops
+#: this worker (its student fails) instead of the machine. The kernel launcher raises it again
+#: for the kernel, which has limits of its own.
+ADDRESS_SPACE_VARIABLE = "MLHEP_WORKER_ADDRESS_SPACE"
+
+
+def limit_address_space(environment: dict) -> None:
+    if limit := int(environment.get(ADDRESS_SPACE_VARIABLE) or 0):
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: python -m autograder.worker COURSE_ROOT ASSIGNMENT")
     course_root, assignment = Path(argv[0]), argv[1]
+    limit_address_space(os.environ)
 
     api, config = nbgrader_api(course_root)
     os.chdir(course_root)

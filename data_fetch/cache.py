@@ -42,8 +42,9 @@ def cache_key(description: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def entry_path(name: str, source: str, key: str) -> Path:
-    return cache_root() / "datasets" / f"{name}-{source}-{key}.npz"
+def entry_path(name: str, source: str, key: str, root: Path | None = None) -> Path:
+    """Where a dataset's cache entry lives, under ``root`` (default: :func:`cache_root`)."""
+    return (cache_root() if root is None else Path(root)) / "datasets" / f"{name}-{source}-{key}.npz"
 
 
 def write_entry(path: Path, arrays: dict, metadata: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def resolve_source(source: str, spec: DatasetSpec | None = None) -> tuple[str, s
 
 
 def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str = "auto",
-         progress: bool = True) -> Dataset:
+         progress: bool = True, cache_dir: str | Path | None = None) -> Dataset:
     """Return dataset ``name`` with ``n_events`` events from ``source``, cached on disk.
 
     Args:
@@ -92,6 +93,8 @@ def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str =
         seed: random seed (event generation and shuffling); same seed, same events.
         source: ``"auto"`` (default), ``"pythia"`` or ``"opendata"``.
         progress: show tqdm progress bars.
+        cache_dir: cache folder to use instead of ``$MLHEP_DATA_DIR`` (the grader keeps its
+            held-out samples apart from the data that students' kernels can read).
 
     Returns:
         A :class:`Dataset`; its ``metadata`` says which source made it and when.
@@ -107,7 +110,7 @@ def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str =
         from . import opendata as producer
 
     key = cache.cache_key(producer.cache_description(spec, n_events, seed))
-    path = cache.entry_path(name, chosen, key)
+    path = cache.entry_path(name, chosen, key, root=cache_dir)
     if path.exists():
         try:
             arrays, metadata = cache.read_entry(path)

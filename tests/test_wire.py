@@ -111,3 +111,26 @@ def test_nesting_and_size_are_bounded():
         wire.loads(json.dumps({"op": "result", "value": deep}), lambda data: "proxy")
     with pytest.raises(wire.WireError, match="too large"):
         wire.loads(" " * (wire.MAX_MESSAGE + 1), lambda data: "proxy")
+
+
+def test_many_small_values_are_refused_before_parsing():
+    # The attack: a message of a few hundred MB of tiny JSON values cost the grader about 26 bytes
+    # of memory per byte. Now the number of values is capped before anything is parsed.
+    flood = '{"op":"result","value":{"list":[' + "0," * wire.MAX_VALUES + '0]}}'
+    with pytest.raises(wire.WireError, match="values"):
+        wire.loads(flood, lambda data: "proxy")
+
+
+def test_the_largest_message_accepted_costs_bounded_memory():
+    import tracemalloc
+
+    most = '{"op":"result","value":{"list":[' + ",".join(["0.5"] * (wire.MAX_VALUES - 10)) + ']}}'
+    tracemalloc.start()
+    try:
+        value = wire.loads(most, lambda data: "proxy")["value"]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(value) == wire.MAX_VALUES - 10
+    # Measured: 39 MB for a million floats; other kinds of value cost at most a few times that.
+    assert peak < 300 * 2**20, f"decoding took {peak / 2**20:.0f} MB"
