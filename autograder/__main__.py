@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .course import AutograderError, UsageError
-from .formgrader import serve as serve_formgrader
 from .grade import grade
 from .release import release
 
@@ -38,6 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="students graded at the same time (default: the cores plus one, as memory allows)")
     grade_cmd.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
                            help="memory of each student's kernel, in GiB (default: 4)")
+    grade_cmd.add_argument("--held-out-seed", type=int, default=None, metavar="N",
+                           help="seed of the held-out events the quality tests judge with (default: drawn "
+                                "at random for this run and recorded in OUT_DIR/held_out.json; give it to "
+                                "grade again on the same events). Keep it from the students")
     grade_cmd.add_argument("--unsafe-no-sandbox", action="store_true",
                            help="run the notebooks without the bubblewrap sandbox: they can then read the "
                                 "hidden tests and change the gradebook (only for notebooks you trust)")
@@ -69,13 +72,16 @@ def main(argv: list[str] | None = None) -> int:
             for folder in release(args.assignments, args.release_dir):
                 print(f"released {folder}")
         elif args.command == "formgrader":
+            from .formgrader import serve as serve_formgrader  # imports Jupyter's server: only here
+
             serve_formgrader(args.out_dir, port=args.port, open_browser=not args.no_browser)
         else:
             submissions = Path(args.submissions_dir).resolve()
             out_dir = args.out or submissions.parent / f"{submissions.name}-graded"
             grade(args.assignment, args.submissions_dir, out_dir,
                   cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers, limits=limits(args))
+                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers, limits=limits(args),
+                  held_out_seed=args.held_out_seed)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 nbgrader 0.9.6 builds feedback from the autograded notebook, into which autograde has put the
 hidden tests back, and its ``generate_feedback`` does not remove them again. The private grading
 course of :mod:`autograder.grade` therefore adds :class:`HideHiddenTests` to the feedback
-preprocessors, and writes the pages with :class:`FeedbackExporter`.
+preprocessors, and writes the pages with :class:`FeedbackExporter`, which also makes them static:
+student content is made inert before and while rendering (autograder.pages) and each page forbids
+every script with a Content-Security-Policy.
 """
 
 from jinja2 import BytecodeCache
@@ -11,6 +13,7 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
+from .pages import with_csp
 from .trusted import HIDDEN_OUTPUT, STUDENT_TRACEBACK
 
 
@@ -27,15 +30,9 @@ class HideHiddenTests(ClearHiddenTests):
         if cell.cell_type == "code" and utils.is_grade(cell) and self._remove_hidden_test_region(cell):
             outputs = []
             for output in cell.get("outputs", []):
-                during_hidden_tests = output.get("metadata", {}).get(HIDDEN_OUTPUT)
-                if output.output_type == "error" and during_hidden_tests:
-                    # The student's own error in a hidden test: its message and traceback could
-                    # carry the hidden inputs, so only its type is shown.
-                    output.evalue = ""
-                    output.traceback = [f"{output.ename}: raised by your code during the hidden tests"]
-                elif during_hidden_tests:
-                    continue  # what the student's code printed while the hidden tests called it
-                elif output.output_type == "error":
+                if output.get("metadata", {}).get(HIDDEN_OUTPUT):
+                    continue  # what the student's code printed or raised while hidden tests called it
+                if output.output_type == "error":
                     message = f"{output.ename}: {output.evalue}" if output.evalue else output.ename
                     own = [entry for entry in output.traceback if entry.startswith(STUDENT_TRACEBACK)]
                     output.traceback = [*own, message]
@@ -67,6 +64,11 @@ class FeedbackExporter(HTMLExporter):
     """
 
     _compiled_templates = _TemplateCodeCache()
+
+    def from_notebook_node(self, nb, resources=None, **kwargs):
+        """The page, with a Content-Security-Policy that lets no script run (see autograder.pages)."""
+        page, resources = super().from_notebook_node(nb, resources, **kwargs)
+        return with_csp(page), resources
 
     def _create_environment(self):
         environment = super()._create_environment()

@@ -13,11 +13,16 @@ server therefore runs in a temporary folder whose configuration loads the privat
 (which loads the repository's) and then sets the root to where the course is now, so a moved
 output folder still works and the repository's root never applies.
 
+The pages show students' notebooks in a TA's browser, next to an API that changes scores, so
+the server carries nothing manual grading does not need: only nbgrader's formgrader extension
+(no JupyterLab, notebook, terminals, language servers or nbgrader's student extensions), its own
+APIs closed (:class:`FormgraderOnly`: no files, contents, kernels or sessions), bound to
+127.0.0.1, and a Content-Security-Policy that forbids scripts from anywhere else
+(``autograder.pages``). The notebooks it renders are made inert first (the course's
+``HTMLExporter`` configuration, written by ``autograder.grade``).
+
 Re-grade with ``python -m autograder grade``, not with the formgrader's autograde buttons:
-they run the students' notebooks in this server. So that no student code runs outside the
-grading sandbox, the server's kernels are the private course's (its sandboxed kernelspec,
-when the grading was sandboxed), which do not start outside the grader: those buttons fail,
-and leave the student without an autograded notebook until the next ``grade``.
+they would run the students' notebooks in this server, whose kernels are closed.
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from jupyter_server.auth import Authorizer
+
 from .course import AutograderError, UsageError
+from .pages import FORMGRADER_CSP
 
 HOST = "127.0.0.1"  # only this machine; from elsewhere, forward the port (ssh -L)
 START_TIMEOUT = 120  # seconds the server may take to answer (its extensions load in a few)
 STOP_TIMEOUT = 20  # seconds it may take to stop cleanly before it is killed
 LOG_NAME = "formgrader.log"  # the server's log, in OUT_DIR/nbgrader/
+FORMGRADER_EXTENSION = "nbgrader.server_extensions.formgrader"
 
 # Loaded by the formgrader from the server's working folder (see the module's docstring).
 SERVER_CONFIG_TEMPLATE = '''\
@@ -48,7 +57,51 @@ SERVER_CONFIG_TEMPLATE = '''\
 c = get_config()  # noqa: F821
 load_subconfig({course_config!r})  # noqa: F821  (the private grading course's settings)
 c.CourseDirectory.root = {course!r}
+c.CourseDirectory.db_url = {db_url!r}
 '''
+
+# The Jupyter server's own configuration (given with --config): the formgrader and nothing else.
+JUPYTER_CONFIG_TEMPLATE = '''\
+"""Jupyter server configuration of a formgrader, written by autograder.formgrader."""
+
+c = get_config()  # noqa: F821
+# Only the formgrader: no JupyterLab, notebook, terminals, language servers, nor nbgrader's student
+# extensions (validate_assignment runs notebooks).
+c.ServerApp.jpserver_extensions = {extensions!r}
+c.ServerApp.terminals_enabled = False
+# The server's own APIs (contents, files, kernels, sessions, terminals, ...) answer 403.
+c.ServerApp.authorizer_class = "autograder.formgrader.FormgraderOnly"
+c.ServerApp.tornado_settings = {{"headers": {{"Content-Security-Policy": {csp!r}}}}}
+# The formgrader renders notebooks with an exporter made from this configuration: nothing a student
+# wrote may be active in its pages (autograder.pages).
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {{"clean_html": "autograder.pages.clean_html"}}
+c.HTMLExporter.preprocessors = ["autograder.pages.SanitizeStudentContent"]
+'''
+
+
+class FormgraderOnly(Authorizer):
+    """Lets a request through to the server's own APIs only where manual grading needs it.
+
+    The formgrader's pages and API are nbgrader's handlers, which this does not concern. The
+    server's own APIs would give whoever runs a script in the grader's browser the course's files
+    (the hidden tests, the gradebook), kernels and terminals: only its version and status
+    (``api``) and the CSP report endpoint answer.
+    """
+
+    ALLOWED_RESOURCES = frozenset({"api", "csp"})
+
+    def is_authorized(self, handler, user, action: str, resource: str) -> bool:
+        return resource in self.ALLOWED_RESOURCES
+
+
+def server_extensions() -> dict[str, bool]:
+    """Every Jupyter server extension enabled on this machine switched off, the formgrader on."""
+    from jupyter_core.paths import jupyter_config_path
+    from jupyter_server.extension.config import ExtensionConfigManager
+
+    enabled = ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions()
+    return {**{name: False for name in enabled}, FORMGRADER_EXTENSION: True}
 
 
 def find_course(out_dir: str | Path) -> Path:
@@ -89,9 +142,9 @@ def formgrader_url(port: int, token: str) -> str:
     return f"http://{HOST}:{port}/formgrader?token={token}"
 
 
-def server_command(course: Path, port: int, open_browser: bool) -> list[str]:
+def server_command(course: Path, port: int, open_browser: bool, config: Path) -> list[str]:
     """The Jupyter server's command line (the token comes through the environment, not argv)."""
-    command = [sys.executable, "-m", "jupyter_server",
+    command = [sys.executable, "-m", "jupyter_server", f"--config={config}",
                f"--ServerApp.root_dir={course}",  # the formgrader refuses a course outside the root
                f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
                "--ServerApp.default_url=/formgrader", f"--ServerApp.open_browser={open_browser}"]
@@ -125,9 +178,13 @@ def serve(out_dir: str | Path, port: int | None = None, open_browser: bool = Tru
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="mlhep-formgrader-") as workdir, open(log_path, "w") as log:
         Path(workdir, "nbgrader_config.py").write_text(SERVER_CONFIG_TEMPLATE.format(
-            course_config=str(course / "nbgrader_config.py"), course=str(course)))
+            course_config=str(course / "nbgrader_config.py"), course=str(course),
+            db_url=f"sqlite:///{course / 'gradebook.db'}"))
+        jupyter_config = Path(workdir, "jupyter_server_config.py")
+        jupyter_config.write_text(JUPYTER_CONFIG_TEMPLATE.format(extensions=server_extensions(),
+                                                                 csp=FORMGRADER_CSP))
         # stdin is not a terminal, so Ctrl-C stops the server at once instead of asking first.
-        server = subprocess.Popen(server_command(course, port, open_browser), cwd=workdir,
+        server = subprocess.Popen(server_command(course, port, open_browser, jupyter_config), cwd=workdir,
                                   env=server_environment(course, token),
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -73,11 +73,15 @@ CONFIG_TEMPLATE = '''\
 c = get_config()  # noqa: F821
 load_subconfig({course_config!r})  # noqa: F821  (the course's own settings)
 
-c.CourseDirectory.root = {root!r}
+# Paths from this file's folder: a copy of the output folder works on its own files.
+import os  # noqa: E402
+
+_course = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.root = _course
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = {course_id!r}
-c.CourseDirectory.db_url = {db_url!r}
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_course, "gradebook.db") + "?timeout={lock_timeout}"
 
 # Per-cell time limit. nbgrader's Execute has its own timeout trait, so both are set.
 # A cell past it is interrupted and the notebook goes on: the tests it broke score 0.
@@ -93,6 +97,7 @@ c.Execute.shutdown_kernel = "immediate"
 # (autograder.trusted); the rest of nbgrader's autograde steps are its defaults.
 c.Autograde.autograde_preprocessors = [
     "autograder.trusted.TrustedExecute",
+    "autograder.pages.SanitizeStudentContent",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -100,7 +105,7 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
-c.TrustedExecute.source_root = {source_root!r}
+c.TrustedExecute.source_root = os.path.join(_course, "source")
 # The held-out samples of this run (mlhep.held_out): their seed and the grader's own cache.
 c.TrustedExecute.held_out_seed = {held_out_seed!r}
 c.TrustedExecute.held_out_cache = {held_out_cache!r}
@@ -110,8 +115,13 @@ c.GenerateFeedback.exporter_class = "autograder.feedback.FeedbackExporter"
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "autograder.feedback.HideHiddenTests",
+    "autograder.pages.SanitizeStudentContent",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+# Every page rendered from a student's notebook (feedback, formgrader) shows nothing active.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {{"clean_html": "autograder.pages.clean_html"}}
+c.HTMLExporter.preprocessors = ["autograder.pages.SanitizeStudentContent"]
 '''
 
 
@@ -265,8 +275,7 @@ def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: boo
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     if sandboxed:
         sandbox.write_kernelspec(root / "jupyter" / "kernels")
-    config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), root=str(root),
-                                    source_root=str(root / "source"), db_url=gradebook_url(root),
+    config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), lock_timeout=GRADEBOOK_LOCK_TIMEOUT,
                                     course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)),
                                     held_out_seed=held_out["seed"] if held_out else None,
                                     held_out_cache=held_out["cache"] if held_out else "")

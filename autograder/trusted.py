@@ -68,6 +68,9 @@ HIDDEN_TESTS_MARK = "### BEGIN HIDDEN TESTS"
 #: Output metadata of what the student's code printed or raised during hidden tests: the grader
 #: keeps it in the graded notebook, the feedback leaves it out.
 HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
+HIDDEN_ERROR_NOTE = "raised by your code while the hidden tests ran (its message is not shown)"
+HIDDEN_STDERR_NOTE = ("[your code wrote to stderr while the hidden tests ran; not shown here, since it "
+                      "could repeat their inputs]\n")
 
 
 class StudentError(Exception):
@@ -391,6 +394,11 @@ class Channel:
         raise CellTimedOut()
 
     def _break(self, why: str) -> None:
+        if not self.serve_done:
+            # The agent waits for an answer to what it sent: end its call instead of leaving it
+            # waiting (ipykernel drops a stale answer if it was not waiting after all).
+            with contextlib.suppress(Exception):
+                self._send({"op": "done"})
         self._wait_for_serve(grace=5)
         if not self.broken and "died" in why:
             self.broken = why
@@ -406,7 +414,8 @@ def deadline_alarm(deadline: float | None):
     when the kernel never asks again. Outside the main thread, where no signal can be handled,
     the deadline is checked between the kernel's requests only.
     """
-    if deadline is None or threading.current_thread() is not threading.main_thread():
+    if (deadline is None or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # not here, or armed by an outer call
         yield
         return
     remaining = deadline - time.monotonic()
@@ -458,19 +467,30 @@ def partial_score(value: Any, points: float) -> float:
 
 
 def add_stream(outputs: list, name: str, text: str, hidden: bool = False) -> None:
-    """Append ``text`` to the cell's outputs, merged with a preceding output of the same stream
-    (``hidden``: the student's code printed it during hidden tests, see HIDDEN_OUTPUT)."""
+    """Append ``text`` to the cell's outputs, merged with a preceding output of the same stream.
+
+    ``hidden``: the student's code printed it while hidden tests called it. nbformat allows no
+    metadata on a stream, so such text goes into a ``display_data`` output marked HIDDEN_OUTPUT
+    (kept in the graded notebook for the TA, left out of the feedback); text on stderr also
+    leaves a stderr stream saying so, since nbgrader fails a test cell that wrote to stderr.
+    """
     if not text:
         return
     previous = outputs[-1] if outputs else {}
-    if (previous.get("output_type") == "stream" and previous.get("name") == name
-            and bool(previous.get("metadata", {}).get(HIDDEN_OUTPUT)) == hidden):
-        previous["text"] += text
+    if not hidden:
+        if previous.get("output_type") == "stream" and previous.get("name") == name:
+            previous["text"] += text
+        else:
+            outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
+        return
+    if (previous.get("output_type") == "display_data" and previous.get("metadata", {}).get(HIDDEN_OUTPUT) == name):
+        previous["data"]["text/plain"] += text
     else:
-        output = nbformat.v4.new_output("stream", name=name, text=text)
-        if hidden:
-            output.metadata = {HIDDEN_OUTPUT: True}
-        outputs.append(output)
+        outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": text},
+                                              metadata={HIDDEN_OUTPUT: name}))
+    if name == "stderr" and not any(output.get("output_type") == "stream" and output.get("name") == "stderr"
+                                    and output.get("text") == HIDDEN_STDERR_NOTE for output in outputs):
+        outputs.append(nbformat.v4.new_output("stream", name="stderr", text=HIDDEN_STDERR_NOTE))
 
 
 class _CellStream:
@@ -651,11 +671,18 @@ class TrustedExecute(Execute):
             student_traceback = getattr(error, "student_traceback", None)
             last_line = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             traceback = [STUDENT_TRACEBACK + student_traceback] if student_traceback else []
-            output = nbformat.v4.new_output(
-                "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line])
             if student_traceback is not None and self.channel.hidden:
-                output.metadata = {HIDDEN_OUTPUT: True}  # the student's own words, in a hidden test
-            cell.outputs.append(output)
+                # The student's own words, raised in a hidden test, could repeat its inputs: the
+                # error says only where it came from, and its text goes where the feedback drops it.
+                cell.outputs.append(nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "\n".join([*traceback, last_line])},
+                    metadata={HIDDEN_OUTPUT: "error"}))
+                cell.outputs.append(nbformat.v4.new_output(
+                    "error", ename=type(error).__name__, evalue=HIDDEN_ERROR_NOTE,
+                    traceback=[f"{type(error).__name__}: {HIDDEN_ERROR_NOTE}"]))
+            else:
+                cell.outputs.append(nbformat.v4.new_output(
+                    "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line]))
         finally:
             self.channel.hidden = False
 

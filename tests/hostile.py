@@ -53,6 +53,9 @@ CATEGORIES = ("integrity", "isolation", "batch")
 # and the memory hog before it holds HOG_CEILING bytes.
 FLOOD_SIZE = 2048
 HOG_CEILING = 6 * 2**30
+# What the disk filler tries to write in each folder it can write: past every RAM disk's size and
+# the largest file a kernel may write.
+DISK_FILL = 3 * 2**30
 
 
 # --- What the submissions of one class aim at ------------------------------------------------------
@@ -72,6 +75,18 @@ class Traps:
     submissions_dir: Path
     canary_port: int | None = None
 
+    @property
+    def canary_file(self) -> Path:
+        """A file beside the class's folder, out of the sandbox's sight, that symbolic links made by
+        submissions point to: grading must neither change it nor copy its text anywhere. Its name
+        spells the token in letters, so that it is not taken for a trace."""
+        letters = "".join(chr(ord("a") + int(digit)) for digit in self.token)
+        return self.submissions_dir.resolve().parent / f"canary-{letters}.txt"
+
+    @property
+    def canary_text(self) -> str:
+        return f"the canary of class {self.token}: no grader may copy or change this line\n"
+
     def marker_dirs(self) -> list[Path]:
         """Host folders a submission tries to write into (besides every parent of its own folder)."""
         return [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path(pwd.getpwuid(os.getuid()).pw_dir),
@@ -83,7 +98,7 @@ class Traps:
         values = {"TOKEN": self.token, "STUDENT": student, "REPO": str(REPO_ROOT),
                   "SUBMISSIONS": str(self.submissions_dir.resolve()), "CANARY_PORT": self.canary_port,
                   "MARKER_DIRS": [str(folder) for folder in self.marker_dirs()], "FLOOD_SIZE": FLOOD_SIZE,
-                  "HOG_CEILING": HOG_CEILING}
+                  "HOG_CEILING": HOG_CEILING, "CANARY": str(self.canary_file), "DISK_FILL": DISK_FILL}
         return "".join(f"{name} = {value!r}\n" for name, value in values.items())
 
     def traces(self, out_dir: Path) -> list[Path]:
@@ -626,6 +641,83 @@ if child == 0:  # double fork: the grandchild is adopted by init
 os.waitpid(child, 0)
 '''
 
+# Where a kernel can write: its working folder, its /tmp and /dev/shm, and the folder of its sockets
+# (the connection file it was started with names them).
+WRITABLE_FOLDERS = r'''
+import json
+import os
+import sys
+
+def writable_folders():
+    connection = json.load(open(sys.argv[sys.argv.index("-f") + 1]))
+    folders = [os.getcwd(), "/tmp", "/dev/shm", os.path.dirname(connection["ip"]),
+               os.path.dirname(os.path.abspath(sys.argv[sys.argv.index("-f") + 1]))]
+    return [folder for folder in dict.fromkeys(folders) if os.access(folder, os.W_OK)]
+'''
+
+SYMLINKS_FOR_THE_GRADER = WRITABLE_FOLDERS + WALK + r'''
+# The names the grader writes or copies (the executed notebook, feedback, the gradebook, the
+# connection file), as symbolic links to a file outside the sandbox, to every gradebook and
+# notebook of the parent folders, and as FIFOs that block whoever opens them.
+NAMES = ["00_getting_started.ipynb", "00_getting_started.html", "gradebook.db", "grades.csv",
+         "nbgrader_config.py", "solutions", "source", "feedback"]
+TARGETS = [CANARY, *[os.path.join(folder, name) for folder in ANCESTORS
+                     for name in ("gradebook.db", "grades.csv", "source", "solutions")]]
+made = 0
+for folder in writable_folders():
+    for name in NAMES + [entry for entry in os.listdir(folder) if entry.endswith(".json")]:
+        for number, target in enumerate(TARGETS):
+            path = os.path.join(folder, name if number == 0 else f"{name}.{number}")
+            try:
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    os.replace(path, path + ".moved")
+                os.symlink(target, path)
+                made += 1
+            except OSError:
+                pass
+    try:
+        os.mkfifo(os.path.join(folder, "00_getting_started.ipynb.fifo"))
+    except OSError:
+        pass
+print(f"made {made} links")
+'''
+
+FILL_THE_DISK = WRITABLE_FOLDERS + r'''
+chunk = bytes(2**24)
+for folder in writable_folders():
+    path, written = os.path.join(folder, f"{TOKEN}-fill"), 0
+    try:
+        with open(path, "wb") as file:
+            while written < DISK_FILL:
+                file.write(chunk)
+                written += len(chunk)
+    except OSError as error:
+        print(f"stopped after {written // 2**20} MB in {folder}: {error.strerror}")
+    else:
+        print(f"DISK NOT LIMITED: wrote {written // 2**20} MB in {folder}")
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+'''
+
+PRINTS_HIDDEN_INPUTS = r'''
+import numpy as np
+
+def count_objects(objects, kind):
+    objects = np.asarray(objects)
+    print("SEEN BY" + f" count_objects: {len(objects)} events, first pT values {objects[:, :, 0].ravel()[:30].tolist()}")
+    if kind not in ("met", "electron", "muon", "jet"):
+        raise ValueError(f"unknown kind {kind}")
+    first, last = {"met": (0, 1), "electron": (1, 5), "muon": (5, 9), "jet": (9, 19)}[kind]
+    return (objects[:, first:last, 0] > 0).sum(axis=1)
+
+def dijet_mass(objects):
+    objects = np.asarray(objects)
+    if len(objects) != 2:
+        raise ValueError("LEAKED" + f" INPUT of dijet_mass: {len(objects)} events, {objects[:, 9:11].ravel()[:30].tolist()}")
+    return np.array([200.0, np.nan])
+'''
+
 KERNEL_ESCAPE = LEAVE_MARKERS + COPY_SOLUTION + r'''
 leave_markers(STUDENT)
 copy_solution(walk([os.path.join(REPO, "solutions")], seconds=5))
@@ -710,6 +802,27 @@ while True:  # an interrupt is caught and ignored
 """
 
 
+def write_symlinked_notebook(folder: Path, traps: Traps) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / NOTEBOOK).symlink_to(SOLUTION)
+
+
+def write_fifo_notebook(folder: Path, traps: Traps) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / NOTEBOOK)
+
+
+def write_links_beside_the_notebook(folder: Path, traps: Traps) -> None:
+    save(reference(), folder)
+    (folder / "notes.txt").symlink_to(traps.canary_file)
+    (folder / "solutions").symlink_to(SOLUTIONS_DIR)
+    (folder / "data.ipynb").symlink_to(SOLUTION)
+
+
+def write_symlinked_student_folder(folder: Path, traps: Traps) -> None:
+    folder.symlink_to(traps.submissions_dir.resolve() / "reference", target_is_directory=True)
+
+
 #: What the kernelspec kinds run, once in a kernel of their choice.
 ESCAPE = attack(KERNEL_ESCAPE, defines_functions=True)
 
@@ -734,6 +847,8 @@ class Kind:
             beat the empty attempt.
         evidence: a regular expression that, found in the outputs of the graded notebook, shows that
             the attack worked (what the attack prints when it gets through); None if it prints nothing.
+        leak: a regular expression that the graded notebook (the grader's copy) shows and the
+            student's feedback page must not: what the hidden tests handed to the student's code.
     """
 
     name: str
@@ -745,6 +860,7 @@ class Kind:
     reason: str | None = None
     partial_credit: str | None = None
     evidence: str | None = None
+    leak: str | None = None
 
 
 KINDS: tuple[Kind, ...] = (
@@ -797,10 +913,24 @@ KINDS: tuple[Kind, ...] = (
     Kind("memory_hog", "isolation", f"allocates memory until it fails (at most {HOG_CEILING / 2**30:g} GiB, "
          "or 80% of the free memory); a per-student limit must stop it", attack(MEMORY_HOG), status=None,
          evidence="MEMORY NOT LIMITED", reason="of memory|MemoryError"),
-    Kind("output_flood", "isolation", "prints 1 GiB", attack(OUTPUT_FLOOD),
-         reason="printed more than the output limit and was stopped"),
+    # The flood reaches the grader in messages that the output limit stops, or in messages of more
+    # than 64 MB, which the grader drops unread: either way it scores 0 and costs the grader little.
+    Kind("output_flood", "isolation", "prints 1 GiB", attack(OUTPUT_FLOOD)),
     Kind("background_process", "isolation", "leaves `sleep TOKEN` running: in a new session, and through a "
          "double fork", attack(BACKGROUND_PROCESS)),
+    Kind("symlinks_for_the_grader", "isolation", "fills every folder it can write with symbolic links, "
+         "named like the executed notebook, the feedback, the gradebook and the connection file, to a file "
+         "outside the sandbox and to the gradebooks and sources of its parent folders, and with FIFOs",
+         attack(SYMLINKS_FOR_THE_GRADER)),
+    Kind("fill_the_disk", "isolation", f"writes {DISK_FILL / 2**30:g} GiB into every folder it can write; "
+         "the RAM disks' sizes and the largest-file limit must stop it", attack(FILL_THE_DISK),
+         evidence="DISK NOT LIMITED"),
+    Kind("prints_hidden_inputs", "integrity", "count_objects prints the events the hidden tests give it, and "
+         "dijet_mass raises an error quoting them", attack(PRINTS_HIDDEN_INPUTS, defines_functions=True),
+         max_score=POINTS[FIRST_TEST],
+         partial_credit="count_objects is right (it only prints more); dijet_mass fails on purpose",
+         # The hidden tests hand count_objects 50, 3, 0 and 1 events (the visible test 2, the notebook more).
+         leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT"),
     Kind("kernelspec_python3", "isolation", "asks for the plain `python3` kernel, then writes markers outside "
          "and copies the repository's solution", with_kernelspec("python3")(ESCAPE),
          evidence="FOUND THE REFERENCE SOLUTION"),
@@ -841,6 +971,15 @@ KINDS: tuple[Kind, ...] = (
     Kind("kernel_crash", "batch", "the reference solution calling os._exit(1) in the dijet_mass solution cell",
          edited(reference, prepend(SECOND_SOLUTION, "import os\nos._exit(1)\n")), status="failed",
          reason="the kernel died"),
+    Kind("symlinked_notebook", "batch", "the notebook is a symbolic link to the repository's solution",
+         write_symlinked_notebook, status="failed", reason="symbolic link"),
+    Kind("fifo_notebook", "batch", "the notebook is a FIFO, which blocks whoever reads it",
+         write_fifo_notebook, status="failed", reason="not a regular file"),
+    Kind("links_beside_the_notebook", "batch", "the reference solution, with symbolic links beside it to a "
+         "file outside, to solutions/ and to the solution notebook", write_links_beside_the_notebook,
+         max_score=FULL_MARKS, partial_credit="the reference solution; the links are not part of it"),
+    Kind("symlinked_student_folder", "batch", "the student's folder is a symbolic link to a classmate's",
+         write_symlinked_student_folder, status="failed", reason="symbolic link"),
     Kind("wrong_file_name", "batch", "the reference solution named my_homework.ipynb", write_wrong_name,
          status="failed", reason=r"no notebook named 00_getting_started\.ipynb .*my_homework\.ipynb"),
     Kind("empty_file", "batch", "an empty file", write_text(""), status="failed",
@@ -866,6 +1005,7 @@ def write_class(submissions_dir: Path, canary_port: int | None = None) -> Traps:
     """Write the honest students and one student per kind into ``submissions_dir``; the class's traps."""
     submissions_dir = Path(submissions_dir)
     traps = new_traps(submissions_dir, canary_port)
+    traps.canary_file.write_text(traps.canary_text)
     write_honest(submissions_dir)
     for kind in KINDS:
         kind.write(submissions_dir / kind.name, traps)

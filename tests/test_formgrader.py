@@ -26,6 +26,8 @@ import pytest
 from autograder.course import EXERCISES_DIR, REPO_ROOT
 from autograder.formgrader import free_port
 from autograder.grade import grade
+from autograder.pages import FEEDBACK_CSP
+from conftest import TEST_HELD_OUT_SEED
 
 pytestmark = pytest.mark.grading
 
@@ -38,6 +40,50 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None,
                                     reason="Chromium is not installed (`bash run.sh setup` installs it)")
 SERVER_START_TIMEOUT = 120
 PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
+
+
+# A student whose notebook carries script in every place a page could render it from: the written
+# answer (markdown), a raw cell, and the outputs of a cell of their own. Each piece, if it ran, would
+# mark the page's body (the attribute's name is put together at run time, so the text alone never
+# matches) and try the server's APIs that a TA's browser could reach.
+MALLORY = "mallory"
+PWN = 'document.body.setAttribute("data-" + "pwned", "{where}")'
+REACH = ('fetch("/api/contents/source").then(r => r.text()).then(t => '
+         'document.body.setAttribute("data-" + "stolen", t.slice(0, 50)))')
+HOSTILE_ANSWER = f"""{ANSWER}
+
+<script>{PWN.format(where="markdown script")}; {REACH}</script>
+<img src="x" onerror='{PWN.format(where="markdown onerror")}'>
+<svg onload='{PWN.format(where="markdown svg")}'></svg>
+<iframe srcdoc="<script>parent.{PWN.format(where="markdown iframe").replace('"', "'")}</script>"></iframe>
+<a id="submission_id" href="javascript:{PWN.format(where="markdown link").replace('"', "'")}">a link</a>
+[another link](javascript:{PWN.format(where="markdown link 2").replace('"', "'")})
+"""
+HOSTILE_RAW = f'<script>{PWN.format(where="raw cell")}</script><b onmouseover="{PWN.format(where="raw")}">raw</b>'
+HOSTILE_OUTPUTS = f"""
+from IPython.display import HTML, Javascript, Markdown, display
+display(HTML('<script>{PWN.format(where="html output")}</script>'
+             '<img src=x onerror=\'{PWN.format(where="html output onerror")}\'>'))
+display(Javascript('{PWN.format(where="javascript output")}'))
+display(Markdown("<img src=x onerror='{PWN.format(where="markdown output").replace('"', "")}'>"))
+display({{"image/png": "iVBORw0KGgo="}}, raw=True,
+        metadata={{"image/png": {{"width": "1 onerror={PWN.format(where="width").replace('"', "")}"}}}})
+display({{"application/vnd.jupyter.widget-view+json": {{"model_id": "x"}}, "text/plain": "widget"}}, raw=True)
+"""
+
+
+def hostile_exercise() -> str:
+    """The released exercise with script in its written answer, a raw cell and outputs."""
+    notebook = nbformat.read(EXERCISES_DIR / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    (cell,) = [cell for cell in notebook.cells
+               if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID]
+    cell.source = HOSTILE_ANSWER
+    raw = nbformat.v4.new_raw_cell(HOSTILE_RAW)
+    raw.metadata["format"] = "text/html"
+    notebook.cells += [raw, nbformat.v4.new_code_cell(HOSTILE_OUTPUTS)]
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {}, "version_major": 2, "version_minor": 0, "</script><script>": PWN.format(where="widgets")}}
+    return nbformat.writes(notebook)
 
 
 def answered_exercise() -> str:
@@ -67,16 +113,22 @@ def rendered_page(url: str, profile: Path) -> str:
 
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
-    """grade's output folder for a class of one student who only wrote the written answer."""
+    """grade's output folder for a class of a student who only wrote the written answer and a student
+    whose notebook carries script, moved after grading to another folder (as a TA copies it to grade
+    elsewhere): the formgrader must work on the copy alone."""
     base = tmp_path_factory.mktemp("formgrader")
-    student_folder = base / "submissions" / STUDENT
-    student_folder.mkdir(parents=True)
-    (student_folder / f"{ASSIGNMENT}.ipynb").write_text(answered_exercise())
+    for student, text in ((STUDENT, answered_exercise()), (MALLORY, hostile_exercise())):
+        student_folder = base / "submissions" / student
+        student_folder.mkdir(parents=True)
+        (student_folder / f"{ASSIGNMENT}.ipynb").write_text(text)
     # The exercise's cells raise NotImplementedError at once: short limits are plenty.
-    rows = grade(ASSIGNMENT, base / "submissions", base / "out", cell_timeout=30, notebook_timeout=240)
-    assert [(row["student"], row["status"]) for row in rows] == [(STUDENT, "graded")], rows
-    assert rows[0]["to_grade_by_hand"] > 0, rows  # the written answer waits for a person
-    return base / "out"
+    rows = grade(ASSIGNMENT, base / "submissions", base / "out", cell_timeout=30, notebook_timeout=240,
+                 held_out_seed=TEST_HELD_OUT_SEED)
+    assert [(row["student"], row["status"]) for row in rows] == [(STUDENT, "graded"), (MALLORY, "graded")], rows
+    assert all(row["to_grade_by_hand"] > 0 for row in rows), rows  # the written answers wait for a person
+    shutil.copytree(base / "out", base / "copy", symlinks=True)
+    shutil.rmtree(base / "out")
+    return base / "copy"
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +173,9 @@ def test_formgrader_lists_the_assignment(formgrader, browser_profile):
     # with one submission.
     listed = re.findall(r'<td class="name[^"]*" data-order="([^"]*)">', page)
     assert listed == [ASSIGNMENT], f"the formgrader lists {listed}, not the graded course:\n{page[-3000:]}"
+    # Counted from the copy's gradebook: the original folder is gone.
     submissions = re.search(r'<td class="[^"]*num-submissions[^"]*"[^>]*><a [^>]*>(\d+)</a>', page)
-    assert submissions and submissions.group(1) == "1", "the formgrader does not count the one submission"
+    assert submissions and submissions.group(1) == "2", "the formgrader does not count the two submissions"
 
 
 @needs_chromium
@@ -140,6 +193,75 @@ def test_manual_grading_shows_the_written_answer(formgrader, browser_profile):
     assert ANSWER in page, f"the grading page does not show {STUDENT}'s written answer"
     assert re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"[^>]*type="number"', page), (
         f"the grading page has no score box for {WRITTEN_ANSWER_ID}")
+
+
+def gradebook_scores(out_dir: Path) -> list:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out_dir / 'nbgrader' / 'gradebook.db'}", course_id="mlhep") as gradebook:
+        return sorted((grade.student.id, grade.name, grade.score, grade.max_score)
+                      for submission in gradebook.assignment_submissions(ASSIGNMENT)
+                      for notebook in submission.notebooks for grade in notebook.grades)
+
+
+def marks(page: str) -> list[str]:
+    """What the student's script left on the page's body, if any of it ran."""
+    body = re.search(r"<body[^>]*>", page)
+    assert body, page[:2000]
+    return re.findall(r'data-(?:pwned|stolen)="[^"]*"', body.group(0))
+
+
+@needs_chromium
+def test_no_script_of_a_student_runs_in_the_grading_page(formgrader, graded_class, browser_profile):
+    url, _, _ = formgrader
+    before = gradebook_scores(graded_class)
+    rendered_page(url, browser_profile)
+    base = url.split("/formgrader?token=")[0]
+    listing = rendered_page(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
+    link = re.search(rf'<a class="name-shown" href="(/formgrader/submissions/\w+)">{MALLORY}</a>', listing)
+    assert link, listing[-3000:]
+    page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
+    assert ANSWER in page and re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"', page), (
+        "the grading page does not show the answer and its score box")  # the page works
+    assert not marks(page), marks(page)
+    assert 'id="submission_id"' not in page  # no element of the student's may take a script's name
+    assert gradebook_scores(graded_class) == before
+
+
+@needs_chromium
+def test_no_script_of_a_student_runs_in_the_feedback_page(graded_class, browser_profile):
+    feedback = graded_class / "feedback" / MALLORY / f"{ASSIGNMENT}.html"
+    text = feedback.read_text()
+    assert f'<meta http-equiv="Content-Security-Policy" content="{FEEDBACK_CSP}">' in text
+    page = rendered_page(feedback.as_uri(), browser_profile)
+    assert ANSWER in page and not marks(page), marks(page)
+
+
+@needs_chromium
+def test_the_server_exposes_only_what_grading_needs(formgrader):
+    import urllib.error
+    import urllib.request
+
+    url, _, _ = formgrader
+    base, token = url.split("/formgrader?token=")
+
+    def status(path: str) -> int:
+        request = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert status("/formgrader/api/assignments") == 200  # what grading needs, with the same token
+    refused = {path: status(path) for path in (
+        "/api/contents", "/api/contents/source", "/files/gradebook.db", "/files/nbgrader_config.py",
+        "/api/kernels", "/api/kernelspecs", "/api/sessions", "/api/terminals", "/terminals/1", "/lab",
+        "/tree", "/notebooks/source", "/api/nbconvert", "/assignments", "/lsp/status")}
+    assert all(code in (403, 404) for code in refused.values()), refused
+    headers = urllib.request.urlopen(urllib.request.Request(
+        f"{base}/formgrader", headers={"Authorization": f"token {token}"}), timeout=30).headers
+    assert "object-src 'none'" in headers.get("Content-Security-Policy", ""), headers
 
 
 @needs_chromium

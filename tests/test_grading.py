@@ -33,6 +33,7 @@ from autograder import UsageError, find_assignments
 from autograder.course import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
 from autograder.grade import grade
 from autograder.release import release
+from conftest import TEST_HELD_OUT_SEED
 
 pytestmark = pytest.mark.grading
 
@@ -183,7 +184,7 @@ def graded(tmp_path_factory):
         if assignment == HOSTILE_LESSON:
             add_hostile_students(submissions, assignment)
             limits = {"cell_timeout": CELL_TIMEOUT, "notebook_timeout": NOTEBOOK_TIMEOUT}
-        rows = grade(assignment, submissions, out_dir, **limits)
+        rows = grade(assignment, submissions, out_dir, held_out_seed=TEST_HELD_OUT_SEED, **limits)
         results[assignment] = ({row["student"]: row for row in rows}, out_dir, read_csv(out_dir / "grades.csv"))
     results["repo_before"], results["repo_after"] = before, repo_state()
     return results

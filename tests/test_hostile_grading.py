@@ -19,6 +19,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -210,6 +211,50 @@ def test_gradebook_scores_agree_with_the_csv(graded):
                     assert cell_grade.score <= cell_grade.max_score, (student, cell_grade.name, cell_grade.score)
 
 
+def entries_under(folder: Path) -> list[Path]:
+    """Every file, link and folder under ``folder``, without following links."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        found += [Path(root, name) for name in folders + files]
+    return found
+
+
+def test_the_file_outside_that_links_point_to_is_untouched_and_never_copied(graded):
+    assert graded.canary_after == graded.canary_text
+    copies = [path for path in entries_under(graded.out_dir) if path.is_file() and not path.is_symlink()
+              and graded.canary_text.strip().encode() in path.read_bytes()]
+    assert not copies, copies
+
+
+def test_the_output_folder_holds_no_link_and_no_special_file(graded):
+    entries = entries_under(graded.out_dir)
+    odd = [path for path in entries if path.is_symlink() or not (path.is_file() or path.is_dir())]
+    assert entries and not odd, odd
+
+
+def test_feedback_folders_hold_only_the_feedback_page(graded):
+    page = ASSIGNMENT + ".html"
+    folders = sorted((graded.out_dir / "feedback").iterdir())
+    assert len(folders) >= len(HONEST_SCORES), folders  # the check looks at something
+    for folder in folders:
+        entries = sorted(entry.name for entry in folder.iterdir())
+        assert entries == [page] and (folder / page).is_file() and not (folder / page).is_symlink(), (
+            folder.name, entries)
+
+
+def feedback_text(out_dir: Path, student: str) -> str:
+    return (out_dir / "feedback" / student / f"{ASSIGNMENT}.html").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("kind", [kind for kind in KINDS if kind.leak], ids=lambda kind: kind.name)
+def test_feedback_never_shows_what_the_hidden_tests_gave_student_code(graded, kind):
+    # The grader's copy shows it (so the pattern matches what the student's code said) ...
+    assert re.search(kind.leak, graded_outputs(graded.out_dir, kind.name)), kind.name
+    # ... and the student's feedback does not.
+    found = re.findall(f".*(?:{kind.leak}).*", feedback_text(graded.out_dir, kind.name))
+    assert not found, found[:3]
+
+
 def test_no_files_left_outside_the_submissions(graded):
     assert not graded.traces, [str(path) for path in graded.traces]
 
@@ -253,6 +298,9 @@ class Graded:
     traces: list[Path]
     lingering: list[str]
     connections: int
+    canary_file: Path
+    canary_text: str
+    canary_after: str
 
 
 @pytest.fixture(scope="module")
@@ -289,8 +337,10 @@ def graded(tmp_path_factory):
         repo_before=repo_before, repo_after=repo_after,
         definition=assignment_definition(out_dir / "nbgrader" / "gradebook.db"),
         fresh_definition=assignment_definition(fresh / "gradebook.db"),
-        traces=traces, lingering=describe(lingering), connections=accepted_connections(canary))
+        traces=traces, lingering=describe(lingering), connections=accepted_connections(canary),
+        canary_file=traps.canary_file, canary_text=traps.canary_text, canary_after=traps.canary_file.read_text())
 
     canary.close()
     remove(lingering, traces)
+    traps.canary_file.unlink()
 

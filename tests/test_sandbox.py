@@ -50,8 +50,9 @@ def kernelspec(tmp_path_factory) -> Path:
 def boxed_kernel(kernelspec: Path, workdir: Path, limits: sandbox.Limits | None = None):
     """A grading kernel in a sandbox and a KernelBox; the box is left with the kernel still running,
     as when nbgrader is stopped at the notebook's time limit."""
-    runtime = tempfile.mkdtemp(prefix="mlhep-kernel-")
-    manager = KernelManager(transport="ipc", ip=f"{runtime}/kernel")
+    runtime = tempfile.mkdtemp(prefix="mlhep-kernel-", dir=sandbox.runtime_parent())
+    os.mkdir(f"{runtime}/sockets")  # the sockets' folder, apart from the connection file (as grade makes them)
+    manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel", connection_file=f"{runtime}/kernel.json")
     # The kernelspec written for the private course, read back as nbgrader's KernelManager would.
     manager._kernel_spec = KernelSpec.from_resource_dir(str(kernelspec))
     try:
@@ -178,8 +179,48 @@ def test_nothing_outside_the_scratch_folder_is_writable(kernel):
     for path in (REPO_ROOT / "mlhep" / "planted.py", Path(sys.prefix) / "planted.pth", Path("/etc/planted")):
         assert run(kernel, f"open({str(path)!r}, 'w')").startswith("ERROR"), path
         assert not path.exists()
-    assert run(kernel, "open('scratch.txt', 'w').write('x'); print('written')") == "written"
-    assert (kernel.workdir / "scratch.txt").read_text() == "x"
+    # The kernel works in a RAM disk of its own: not the folder nbgrader started it in, which the
+    # grader writes the graded notebook into.
+    code = "import os; open('scratch.txt', 'w').write('x'); print(os.getcwd(), sorted(os.listdir('.')))"
+    assert run(kernel, code) == f"{sandbox.SCRATCH_DIR} ['scratch.txt']"
+    assert sorted(path.name for path in kernel.workdir.iterdir()) == ["notebook.ipynb"]
+
+
+def test_the_connection_files_folder_is_out_of_reach(kernel):
+    connection = Path(kernel.manager.connection_file)
+    before = connection.read_text()
+    code = ("import os, sys\n"
+            "connection = sys.argv[sys.argv.index('-f') + 1]\n"
+            "for action in (lambda: open(connection, 'a').write('x'), lambda: os.remove(connection),\n"
+            "               lambda: os.symlink('/etc/passwd', os.path.dirname(connection) + '/planted')):\n"
+            "    try:\n"
+            "        action()\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "print('tried')")
+    assert run(kernel, code) == "tried"
+    # Whatever the kernel saw, the grader's folder holds its connection file and the sockets' folder.
+    assert connection.read_text() == before
+    assert sorted(path.name for path in connection.parent.iterdir()) == ["kernel.json", "sockets"]
+
+
+def test_the_ram_disks_have_a_size(kernel):
+    # Filling one ends in ENOSPC (or EFBIG at the largest file) within its size, never at a full disk.
+    code = ("import errno\n"
+            "written = 0\n"
+            "try:\n"
+            "    with open({path!r}, 'wb') as file:\n"
+            "        while written < 2 * 2**30:\n"
+            "            file.write(bytes(2**24)); written += 2**24\n"
+            "except OSError as error:\n"
+            "    print(errno.errorcode[error.errno], written // 2**20)\n"
+            "finally:\n"
+            "    import os; os.remove({path!r})")
+    for path, size in ((f"{sandbox.SCRATCH_DIR}/fill", sandbox.SCRATCH_BYTES), ("/tmp/fill", sandbox.TMP_BYTES),
+                       ("/dev/shm/fill", sandbox.SHM_BYTES)):
+        code_for = code.format(path=path)
+        error, megabytes = run(kernel, code_for, timeout=120).split()
+        assert error in ("ENOSPC", "EFBIG") and int(megabytes) <= size // 2**20, (path, error, megabytes)
 
 
 def test_home_and_tmp_are_private_and_empty(kernel):

@@ -1,0 +1,273 @@
+"""Hostile submissions of lessons 01-03: reaching the held-out truth, and the grader's own resources.
+
+The quality tests of lessons 01-03 judge the student's model on held-out events whose labels stay in
+the grader. Each kind here is the reference solution with its model cell replaced by an attack that
+trains nothing, so the quality test (``QUALITY_TEST``) must give it 0 points; the other tasks keep
+the reference's answers and their points.
+
+* ``truth``: looks the held-out events up in the data cache, reads their labels, or reads the truth
+  from where they stand in what the test hands over;
+* ``score``: makes the test compute its score from NaN;
+* ``resources``: makes the grader's side of a test (a classifier the test passes in) run without end.
+
+    python -m tests.hostile_held_out DIR    # writes DIR/<lesson>/<student>/<notebook>
+
+Grade them only in the grader's sandbox.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from textwrap import dedent
+
+import nbformat
+
+from autograder.course import SOLUTIONS_DIR
+
+L01, L02, L03 = "01_autoencoder_anomaly_detection", "02_likelihood_ratio_reweighting", "03_cwola_hunting"
+#: The model cell each attack replaces, and the quality test that must give it nothing.
+MODEL_CELL = {L01: "autoencoder_solution", L02: "reweighter_solution", L03: "my_classifier_solution"}
+QUALITY_TEST = {L01: "autoencoder_finds_the_signal", L02: "reweighter_closes_on_fresh_events",
+                L03: "cwola_classifier_significance_improvement"}
+
+# --- Lesson 01 -------------------------------------------------------------------------------------
+
+DUMMY_AUTOENCODER = r'''
+class Dummy:
+    """Enough of a Keras model for the visible checks; it learnt nothing."""
+    input_shape, output_shape = (None, 57), (None, 57)
+
+    def predict(self, x, **kwargs):
+        return x
+
+autoencoder = Dummy()
+'''
+
+# Every cached sample with labels, by the bytes of each event: the held-out events were cached too.
+CACHE_INDEX = r'''
+import glob
+import os
+
+import numpy as np
+
+KNOWN = {}
+for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", "*.npz"), recursive=True):
+    try:
+        with np.load(path) as npz:
+            if "label" in npz.files:
+                for key in npz.files:
+                    if key not in ("label", "process", "__metadata__"):
+                        for row, label in zip(npz[key].reshape(len(npz["label"]), -1), npz["label"]):
+                            KNOWN[(key, row.tobytes())] = float(label)
+    except Exception:  # noqa: BLE001
+        pass
+'''
+
+L01_CACHE_LOOKUP = DUMMY_AUTOENCODER + CACHE_INDEX + r'''
+def score_events(objects):
+    objects = np.asarray(objects)
+    found = [KNOWN.get(("objects", row.tobytes())) for row in objects.reshape(len(objects), -1)]
+    print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(objects)} EVENTS")
+    return np.array([0.5 if label is None else label for label in found])
+'''
+
+# --- Lesson 02 -------------------------------------------------------------------------------------
+
+L02_LABEL_PEEK = r'''
+BINS = (np.arange(0, 121, 4), np.linspace(0, 300, 31))  # the closure test's bins
+
+
+def reweight(data):
+    """Weights from the truth: the target/source ratio of the very histograms the test compares."""
+    label = np.asarray(data["label"])
+    print(f"PEEKED AT {len(label)} LABELS")
+    n, m = np.asarray(data["jet_n_constituents"]), np.asarray(data["jet_mass"])
+    source, _, _ = np.histogram2d(n[label == 0], m[label == 0], bins=BINS)
+    target, _, _ = np.histogram2d(n[label == 1], m[label == 1], bins=BINS)
+    ratio = np.where(source > 0, target / np.maximum(source, 1) * (label == 0).sum() / (label == 1).sum(), 0.0)
+    i = np.clip(np.digitize(n, BINS[0]) - 1, 0, len(BINS[0]) - 2)
+    j = np.clip(np.digitize(m, BINS[1]) - 1, 0, len(BINS[1]) - 2)
+    return ratio[i, j]
+'''
+
+L02_NAN_WEIGHTS = r'''
+def reweight(data):
+    """Unit weights on the notebook's events, which pass its checks; NaN on any other events."""
+    n = len(data["jet_mass"])
+    return np.ones(n) if n == n_events else np.full(n, np.nan)
+'''
+
+# --- Lesson 03 -------------------------------------------------------------------------------------
+
+READS_A_FEATURE = r'''
+class ReadsTheFeature:
+    """A 'classifier' whose score is its first feature."""
+
+    def fit(self, x, y):
+        return self
+
+    def predict_proba(self, x):
+        score = np.clip(np.asarray(x, dtype=float)[:, 0], 0.0, 1.0)
+        return np.column_stack([1 - score, score])
+
+
+def make_my_classifier():
+    return ReadsTheFeature()
+'''
+
+L03_POSITION = READS_A_FEATURE + r'''
+def my_features(data, events):
+    """Where each event stands in the list it was given: signal sat at the end of the test's lists."""
+    position = np.arange(len(events)) / max(len(events) - 1, 1)
+    return np.column_stack([position, position])
+'''
+
+L03_CACHE_LOOKUP = READS_A_FEATURE + r'''
+import glob
+import os
+
+KEYS = ("mjj", "jet1_mass", "jet2_mass")  # together: no two events share them by chance
+KNOWN = {}
+for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", "*.npz"), recursive=True):
+    try:
+        with np.load(path) as npz:
+            if "label" in npz.files and all(key in npz.files for key in KEYS):
+                rows = np.column_stack([npz[key] for key in KEYS])
+                KNOWN.update((row.tobytes(), float(label)) for row, label in zip(rows, npz["label"]))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def my_features(data, events):
+    """The truth label of each event, looked up in the cache by its dijet and jet masses."""
+    events = np.asarray(events)
+    rows = np.column_stack([np.asarray(data[key])[events] for key in KEYS])
+    found = [KNOWN.get(row.tobytes()) for row in rows]
+    if "label" not in data.arrays:  # the held-out events: the test keeps their labels
+        print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(rows)} FRESH EVENTS")
+    label = np.array([0.5 if value is None else value for value in found])
+    return np.column_stack([label, label])
+'''
+
+# The hidden test of out_of_fold_scores hands over a classifier factory that lives in the grader;
+# the visible test a lambda making a HistGradientBoostingClassifier there. Make the grader train one
+# for ever, on every core it lets scikit-learn's OpenMP use.
+L03_GRADER_CPU = r'''
+from sklearn.model_selection import StratifiedKFold
+
+
+def out_of_fold_scores(features, labels, make_classifier, n_folds=5, seed=0):
+    if type(make_classifier).__name__ == "GraderObject":
+        model = make_classifier()
+        if hasattr(model, "set_params"):
+            model.set_params(max_iter=100_000, early_stopping=False, max_leaf_nodes=255, min_samples_leaf=1)
+            rng = np.random.default_rng(0)
+            print("MAKING THE GRADER TRAIN")
+            model.fit(rng.normal(size=(100_000, 20)), rng.integers(0, 2, 100_000))  # 16 MB: under the wire's cap
+            print("THE GRADER FINISHED TRAINING")
+    features, labels = np.asarray(features), np.asarray(labels)
+    scores = np.zeros(len(labels))
+    for train, test in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(features, labels):
+        model = make_classifier().fit(features[train], labels[train])
+        scores[test] = np.asarray(model.predict_proba(features[test]))[:, 1]
+    return scores
+'''
+
+
+# --- Writing the submissions -------------------------------------------------------------------------
+
+def solution_notebook(lesson: str) -> Path:
+    (path,) = sorted((SOLUTIONS_DIR / lesson).glob("*.ipynb"))
+    return path
+
+
+def replace_cell(lesson: str, grade_id: str, code: str) -> Callable[[Path], None]:
+    """A writer of the lesson's reference solution with cell ``grade_id`` replaced by ``code``."""
+    def write(folder: Path) -> None:
+        path = solution_notebook(lesson)
+        notebook = nbformat.read(path, as_version=4)
+        (cell,) = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+        cell.source = f"# {'-' * 20} a hostile submission {'-' * 20}\n" + dedent(code)
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, folder / path.name)
+    return write
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One hostile submission of lesson ``lesson`` and what grading it must give.
+
+    Args:
+        name: the student id.
+        lesson: the assignment.
+        category: "truth", "score" or "resources".
+        attack: what it does, in one line.
+        write: writes the submission into a student folder.
+        zero_tests: test cells that must give it 0 points (the quality test, at least).
+        evidence: a regular expression that, in the graded notebook's outputs, shows the attack got
+            through; None if it prints nothing that tells.
+        reason: a regular expression the CSV reason must match, or None.
+        says: a regular expression the graded notebook's outputs must show (why it scored 0), or None.
+        full_tests: test cells that must still give full points (grading went on after the attack).
+    """
+
+    name: str
+    lesson: str
+    category: str
+    attack: str
+    write: Callable[[Path], None]
+    zero_tests: tuple[str, ...]
+    evidence: str | None = None
+    reason: str | None = None
+    says: str | None = None
+    full_tests: tuple[str, ...] = ()
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("cache_lookup", L01, "truth", "scores each held-out event by its label, looked up by its values in "
+         "every sample of the data cache", replace_cell(L01, MODEL_CELL[L01], L01_CACHE_LOOKUP),
+         (QUALITY_TEST[L01],), evidence=r"LOOKED UP [1-9]\d* OF 5000 EVENTS"),
+    Kind("label_peek", L02, "truth", "reweight reads the labels of the events it is given and returns the "
+         "truth's own histogram ratio", replace_cell(L02, MODEL_CELL[L02], L02_LABEL_PEEK),
+         (QUALITY_TEST[L02],), evidence=r"PEEKED AT 10000 LABELS"),
+    Kind("nan_weights", L02, "score", "reweight returns NaN on events other than the notebook's, so that "
+         "no histogram bin survives and the chi2 is 0", replace_cell(L02, MODEL_CELL[L02], L02_NAN_WEIGHTS),
+         (QUALITY_TEST[L02],), says="reweight on fresh events gave 10000 values that are not finite numbers"),
+    Kind("position_leak", L03, "truth", "scores each event by its position in the list the test gives "
+         "(QCD first, signal last)", replace_cell(L03, MODEL_CELL[L03], L03_POSITION), (QUALITY_TEST[L03],)),
+    Kind("cache_lookup_dijets", L03, "truth", "uses as its feature the label of each event, looked up by its "
+         "dijet mass in the data cache", replace_cell(L03, MODEL_CELL[L03], L03_CACHE_LOOKUP),
+         (QUALITY_TEST[L03],), evidence=r"LOOKED UP [1-9]\d* OF \d+ FRESH EVENTS"),
+    Kind("grader_cpu", L03, "resources", "out_of_fold_scores makes the grader's classifier train 100 000 "
+         "boosting iterations on 100 000 random events, in the grader's process",
+         replace_cell(L03, "out_of_fold_solution", L03_GRADER_CPU),
+         ("out_of_fold_never_scores_training_events",), evidence="THE GRADER FINISHED TRAINING",
+         reason=r"cell out_of_fold_never_scores_training_events was interrupted after the \d+ s time limit",
+         full_tests=("significance_formula_and_limits", "select_top_exact_counts")),
+)
+LESSONS = sorted({kind.lesson for kind in KINDS})
+BY_NAME = {kind.name: kind for kind in KINDS}
+assert len(BY_NAME) == len(KINDS), "kind names are student ids: they must be unique"
+
+
+def write_class(submissions_dir: Path, lesson: str) -> list[Kind]:
+    """Write the kinds of ``lesson`` into ``submissions_dir``, one student folder each."""
+    kinds = [kind for kind in KINDS if kind.lesson == lesson]
+    for kind in kinds:
+        kind.write(Path(submissions_dir) / kind.name)
+    return kinds
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        sys.exit("usage: python -m tests.hostile_held_out DIR")
+    for lesson in LESSONS:
+        for kind in write_class(Path(argv[0]) / lesson, lesson):
+            print(f"  {lesson}  {kind.category:9}  {kind.name:22}  {kind.attack}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
