@@ -13,8 +13,8 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
-from .pages import with_csp
-from .trusted import HIDDEN_OUTPUT, STUDENT_TRACEBACK
+from .pages import HIDDEN_OUTPUT, with_csp
+from .trusted import STUDENT_TRACEBACK
 
 
 class HideHiddenTests(ClearHiddenTests):

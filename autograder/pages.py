@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import bleach
 from nbconvert.preprocessors import Preprocessor
+from traitlets import default
+
+#: Output metadata the grader sets on what student code printed or raised during hidden tests
+#: (autograder.trusted keeps it in the graded notebook; the feedback leaves such outputs out).
+HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
 
 #: Tags that render text, tables, lists and images, and do nothing else.
 ALLOWED_TAGS = frozenset({
@@ -83,6 +88,10 @@ IMAGE_SIZE_KEYS = ("width", "height")
 class SanitizeStudentContent(Preprocessor):
     """Leave nothing active in a notebook (see the module): applied to every notebook a page shows."""
 
+    @default("enabled")
+    def _enabled_default(self) -> bool:
+        return True  # nbconvert's preprocessors are off unless enabled; nbgrader lists them to run
+
     def preprocess(self, nb, resources):
         nb.metadata.pop("widgets", None)  # widget state is pasted into the page as a script
         return super().preprocess(nb, resources)
@@ -113,9 +122,12 @@ class SanitizeStudentContent(Preprocessor):
                 output["data"]["text/html"] = clean_html(output["data"]["text/html"])
         if "metadata" in output:
             # nbconvert writes an image's width and height into the <img> tag unquoted: numbers only.
+            # The grader's own mark (what student code said during hidden tests) stays for the feedback.
             kept = {}
             for mime, values in dict(output["metadata"]).items():
-                if isinstance(values, dict):
+                if mime == HIDDEN_OUTPUT and type(values) is str:
+                    kept[mime] = values
+                elif isinstance(values, dict):
                     sizes = {key: value for key, value in values.items()
                              if key in IMAGE_SIZE_KEYS and type(value) in (int, float)}
                     if sizes:

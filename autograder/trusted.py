@@ -50,6 +50,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
 from . import wire
+from .pages import HIDDEN_OUTPUT
 
 #: The kernel-side call that answers a test cell's requests (see autograder.remote).
 SERVE_CODE = '__import__("autograder.remote", fromlist=["serve"]).serve(globals())'
@@ -65,9 +66,6 @@ BUILTIN_NAMES = frozenset(dir(builtins))
 STUDENT_TRACEBACK = "In your code:\n"
 #: The line of a test cell's source after which its tests are hidden from students (nbgrader's).
 HIDDEN_TESTS_MARK = "### BEGIN HIDDEN TESTS"
-#: Output metadata of what the student's code printed or raised during hidden tests: the grader
-#: keeps it in the graded notebook, the feedback leaves it out.
-HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
 HIDDEN_ERROR_NOTE = "raised by your code while the hidden tests ran (its message is not shown)"
 HIDDEN_STDERR_NOTE = ("[your code wrote to stderr while the hidden tests ran; not shown here, since it "
                       "could repeat their inputs]\n")

@@ -929,8 +929,9 @@ KINDS: tuple[Kind, ...] = (
          "dijet_mass raises an error quoting them", attack(PRINTS_HIDDEN_INPUTS, defines_functions=True),
          max_score=POINTS[FIRST_TEST],
          partial_credit="count_objects is right (it only prints more); dijet_mass fails on purpose",
-         # The hidden tests hand count_objects 50, 3, 0 and 1 events (the visible test 2, the notebook more).
-         leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT"),
+         # The hidden tests hand count_objects 50, 3, 0 and 1 events and dijet_mass 200, 4 and 0 (the
+         # visible tests 2, the notebook's own cells its 10 000).
+         leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT of dijet_mass: (?:200|4|0) events"),
     Kind("kernelspec_python3", "isolation", "asks for the plain `python3` kernel, then writes markers outside "
          "and copies the repository's solution", with_kernelspec("python3")(ESCAPE),
          evidence="FOUND THE REFERENCE SOLUTION"),

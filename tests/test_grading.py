@@ -438,3 +438,30 @@ def test_the_private_gradebook_is_the_one_nbgrader_makes(tmp_path, monkeypatch):
     with Gradebook(f"sqlite:///{tmp_path / 'by_nbgrader.db'}"):
         pass
     assert schema(course / "gradebook.db") == schema(tmp_path / "by_nbgrader.db")
+
+
+def test_a_student_the_grader_failed_on_makes_the_batch_incomplete(tmp_path, monkeypatch):
+    """A grader's own failure on one student (here: its gradebook unreadable for them) never ends
+    in a summary that says all went well: the student has a row with the reason, and the command
+    raises (exit code 1) after writing grades.csv with every student."""
+    import sqlite3
+
+    from autograder import AutograderError
+    from autograder import grade as grade_module
+
+    real_read_results = grade_module.read_results
+
+    def read_results(course, assignment, student, cell_timeout):
+        if student == "untouched":
+            raise sqlite3.DatabaseError("file is not a database")
+        return real_read_results(course, assignment, student, cell_timeout)
+
+    monkeypatch.setattr(grade_module, "read_results", read_results)
+    make_class(tmp_path / "submissions", HOSTILE_LESSON)
+    with pytest.raises(AutograderError, match="INCOMPLETE.*untouched"):
+        grade(HOSTILE_LESSON, tmp_path / "submissions", tmp_path / "out", workers=1)
+    rows = read_csv(tmp_path / "out" / "grades.csv")
+    assert set(rows) == {"reference", "untouched"}
+    assert rows["reference"]["status"] == "graded" and float(rows["reference"]["score"]) > 0
+    assert rows["untouched"]["status"] == "failed"
+    assert rows["untouched"]["reason"].startswith(grade_module.GRADER_ERROR), rows["untouched"]
