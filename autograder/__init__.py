@@ -4,9 +4,9 @@
     python -m autograder grade ASSIGNMENT SUBMISSIONS_DIR  # grades.csv and feedback
     python -m autograder formgrader OUT_DIR                # grade written answers by hand
 
-The same from Python: ``autograder.release.release`` and ``autograder.grade.grade``
+The same from Python: ``autograder.release.release`` and ``autograder.batch.run.grade``
 (import them from their modules). The package itself imports almost nothing, so that the
-sandbox's kernel launcher (``python -m autograder.kernel_launcher``) starts fast: nbgrader
+sandbox's kernel launcher (``python -m autograder.sandbox.launcher``) starts fast: nbgrader
 alone takes seconds to import.
 """
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .batch.run import grade
 from .course import AutograderError, UsageError
-from .grade import grade
 from .release import release
 
 

@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .batch.private_course import COURSE_ID
+from .batch.run import default_workers, usable_cores
 from .course import COURSE_CONFIG, EXERCISES_DIR, SOLUTIONS_DIR, check_assignment, run_nbgrader
-from .grade import COURSE_ID, default_workers, usable_cores
 
 PLAIN_CONFIG = '''\
 c = get_config()  # noqa: F821
@@ -98,8 +99,10 @@ def kernel_start_seconds(sandboxed: bool, repeats: int) -> float:
         spec_dir = sandbox.write_kernelspec(Path(runtime) / "kernels")
         for _ in range(repeats):
             start = time.perf_counter()
-            if sandboxed:
-                manager = KernelManager(transport="ipc", ip=f"{runtime}/kernel")
+            if sandboxed:  # the connection file apart from the sockets' folder, as the grader makes them
+                os.makedirs(f"{runtime}/sockets", exist_ok=True)
+                manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel",
+                                        connection_file=f"{runtime}/kernel.json")
                 manager._kernel_spec = KernelSpec.from_resource_dir(str(spec_dir))
                 box = sandbox.KernelBox("benchmark")
             else:

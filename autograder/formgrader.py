@@ -19,7 +19,7 @@ the server carries nothing manual grading does not need: only nbgrader's formgra
 APIs closed (:class:`FormgraderOnly`: no files, contents, kernels or sessions), bound to
 127.0.0.1, and a Content-Security-Policy that forbids scripts from anywhere else
 (``autograder.pages``). The notebooks it renders are made inert first (the course's
-``HTMLExporter`` configuration, written by ``autograder.grade``).
+``HTMLExporter`` configuration, written by ``autograder.batch.private_course``).
 
 Re-grade with ``python -m autograder grade``, not with the formgrader's autograde buttons:
 they would run the students' notebooks in this server, whose kernels are closed.

@@ -4,12 +4,13 @@ A submitted notebook is the student's HTML as much as their code: markdown may h
 or ``<img onerror=...>``, a link may be ``javascript:``, a raw cell is pasted into the page as it
 is, an output may be JavaScript or HTML, and nbconvert writes some output metadata into tag
 attributes unquoted. The feedback pages and the formgrader both render notebooks with nbconvert,
-so the grader configures nbconvert in both (``autograder.grade``'s course configuration) with:
+so the grader configures nbconvert in both (the private course's configuration,
+:mod:`autograder.batch.private_course`) with:
 
 * :class:`SanitizeStudentContent`, a preprocessor that leaves a notebook with nothing active in
   it: the HTML in markdown the student wrote escaped or cleaned, no script or widget outputs, HTML
-  outputs and raw cells cleaned, output metadata reduced to image sizes. It runs when the notebook is graded (so the graded copy on disk is clean too) and
-  again whenever nbconvert renders one;
+  outputs and raw cells cleaned, output metadata reduced to image sizes. It runs when the notebook
+  is graded (so the graded copy on disk is clean too) and again whenever nbconvert renders one;
 * :func:`clean_html` in place of nbconvert's ``clean_html`` filter, which nbconvert applies to
   rendered markdown when ``HTMLExporter.sanitize_html`` is set: an allow-list of inert tags and
   attributes, links only to http(s) and mailto, images only from ``data:image/...``;
@@ -24,7 +25,7 @@ from nbconvert.preprocessors import Preprocessor
 from traitlets import default
 
 #: Output metadata the grader sets on what student code printed or raised during hidden tests
-#: (autograder.trusted keeps it in the graded notebook; the feedback leaves such outputs out).
+#: (autograder.testcells keeps it in the graded notebook; the feedback leaves such outputs out).
 HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
 
 #: Tags that render text, tables, lists and images, and do nothing else.

@@ -705,7 +705,8 @@ import numpy as np
 
 def count_objects(objects, kind):
     objects = np.asarray(objects)
-    print("SEEN BY" + f" count_objects: {len(objects)} events, first pT values {objects[:, :, 0].ravel()[:30].tolist()}")
+    values = objects[:, :, 0].ravel()[:30].tolist()
+    print("SEEN BY" + f" count_objects: {len(objects)} events, first pT values {values}")
     if kind not in ("met", "electron", "muon", "jet"):
         raise ValueError(f"unknown kind {kind}")
     first, last = {"met": (0, 1), "electron": (1, 5), "muon": (5, 9), "jet": (9, 19)}[kind]
@@ -714,7 +715,8 @@ def count_objects(objects, kind):
 def dijet_mass(objects):
     objects = np.asarray(objects)
     if len(objects) != 2:
-        raise ValueError("LEAKED" + f" INPUT of dijet_mass: {len(objects)} events, {objects[:, 9:11].ravel()[:30].tolist()}")
+        values = objects[:, 9:11].ravel()[:30].tolist()
+        raise ValueError("LEAKED" + f" INPUT of dijet_mass: {len(objects)} events, {values}")
     return np.array([200.0, np.nan])
 '''
 

@@ -189,7 +189,8 @@ def replace_cell(lesson: str, grade_id: str, code: str) -> Callable[[Path], None
     def write(folder: Path) -> None:
         path = solution_notebook(lesson)
         notebook = nbformat.read(path, as_version=4)
-        (cell,) = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+        (cell,) = [cell for cell in notebook.cells
+                   if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
         cell.source = f"# {'-' * 20} a hostile submission {'-' * 20}\n" + dedent(code)
         folder.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, folder / path.name)

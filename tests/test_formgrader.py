@@ -22,12 +22,12 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from conftest import TEST_HELD_OUT_SEED
 
+from autograder.batch.run import grade
 from autograder.course import EXERCISES_DIR, REPO_ROOT
 from autograder.formgrader import free_port
-from autograder.grade import grade
 from autograder.pages import FEEDBACK_CSP
-from conftest import TEST_HELD_OUT_SEED
 
 pytestmark = pytest.mark.grading
 

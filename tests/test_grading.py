@@ -28,12 +28,12 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from conftest import TEST_HELD_OUT_SEED
 
 from autograder import UsageError, find_assignments
+from autograder.batch.run import grade
 from autograder.course import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
-from autograder.grade import grade
 from autograder.release import release
-from conftest import TEST_HELD_OUT_SEED
 
 pytestmark = pytest.mark.grading
 
@@ -237,7 +237,7 @@ def test_test_cells_are_worth_points(notebook):
 
 @pytest.mark.parametrize("notebook", solution_notebooks(), ids=lambda p: p.name)
 def test_test_cells_only_judge(notebook):
-    """Test cells run in the grader (autograder.trusted), so the names they assign never reach the
+    """Test cells run in the grader (autograder.testcells), so the names they assign never reach the
     student's kernel: a later cell that reads one would work in Jupyter and fail when graded."""
     import ast
 
@@ -403,7 +403,7 @@ def test_cli_exits_with_2_and_no_traceback(tmp_path):
 
 
 def test_exchange_folder_gives_each_students_latest_submission(tmp_path):
-    from autograder.grade import find_students
+    from autograder.batch.submissions import find_students
 
     inbound = tmp_path / "exchange" / "mlhep" / "inbound"
     for name in ("alice+00_getting_started+2026-11-20 10:00:00.000000 UTC+a1b2",
@@ -423,7 +423,7 @@ def test_the_private_gradebook_is_the_one_nbgrader_makes(tmp_path, monkeypatch):
     """make_course makes the gradebook without nbgrader's `alembic heads` subprocess: same schema, same version."""
     from nbgrader.api import Gradebook
 
-    from autograder.grade import make_course
+    from autograder.batch.private_course import make_course
 
     def schema(database: Path) -> dict:
         import sqlite3
@@ -447,14 +447,14 @@ def test_a_student_the_grader_failed_on_makes_the_batch_incomplete(tmp_path, mon
     import sqlite3
 
     from autograder import AutograderError
-    from autograder import grade as grade_module
+    from autograder.batch import run as grade_module
 
     real_read_results = grade_module.read_results
 
-    def read_results(course, assignment, student, cell_timeout):
+    def read_results(run, student):
         if student == "untouched":
             raise sqlite3.DatabaseError("file is not a database")
-        return real_read_results(course, assignment, student, cell_timeout)
+        return real_read_results(run, student)
 
     monkeypatch.setattr(grade_module, "read_results", read_results)
     make_class(tmp_path / "submissions", HOSTILE_LESSON)

@@ -33,8 +33,9 @@ import pytest
 from hostile import ASSIGNMENT, FULL_MARKS, HONEST_SCORES, KINDS, Traps, write_class
 from nbgrader.api import Gradebook
 
+from autograder.batch.private_course import COURSE_ID, generate_assignment, make_course
+from autograder.batch.run import grade
 from autograder.course import REPO_ROOT
-from autograder.grade import COURSE_ID, generate_assignment, grade, make_course
 
 pytestmark = pytest.mark.grading
 

@@ -16,7 +16,9 @@ import pytest
 from hostile_held_out import KINDS, LESSONS, write_class
 from nbgrader.api import Gradebook
 
-from autograder.grade import COURSE_ID, HELD_OUT_RECORD, grade
+from autograder.batch.held_out import HELD_OUT_RECORD
+from autograder.batch.private_course import COURSE_ID
+from autograder.batch.run import grade
 
 pytestmark = pytest.mark.grading
 

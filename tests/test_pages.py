@@ -8,7 +8,14 @@ import re
 import nbformat
 import pytest
 
-from autograder.pages import FEEDBACK_CSP, HIDDEN_OUTPUT, SanitizeStudentContent, clean_html, clean_markdown, with_csp
+from autograder.pages import (
+    FEEDBACK_CSP,
+    HIDDEN_OUTPUT,
+    SanitizeStudentContent,
+    clean_html,
+    clean_markdown,
+    with_csp,
+)
 
 ACTIVE = re.compile(r"<\s*(script|iframe|svg|object|embed|style)\b|\bon\w+\s*=|javascript:", re.IGNORECASE)
 

@@ -52,7 +52,8 @@ def boxed_kernel(kernelspec: Path, workdir: Path, limits: sandbox.Limits | None 
     as when nbgrader is stopped at the notebook's time limit."""
     runtime = tempfile.mkdtemp(prefix="mlhep-kernel-", dir=sandbox.runtime_parent())
     os.mkdir(f"{runtime}/sockets")  # the sockets' folder, apart from the connection file (as grade makes them)
-    manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel", connection_file=f"{runtime}/kernel.json")
+    manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel",
+                            connection_file=f"{runtime}/kernel.json")
     # The kernelspec written for the private course, read back as nbgrader's KernelManager would.
     manager._kernel_spec = KernelSpec.from_resource_dir(str(kernelspec))
     try:
@@ -129,7 +130,7 @@ def still_running(pids) -> list[int]:
 
 def test_kernelspec_starts_the_launcher():
     spec = json.loads((sandbox.write_kernelspec(Path(tempfile.mkdtemp())) / "kernel.json").read_text())
-    assert spec["argv"][1:6] == ["-m", "autograder.kernel_launcher", "{connection_file}",
+    assert spec["argv"][1:6] == ["-m", "autograder.sandbox.launcher", "{connection_file}",
                                  "--data", str(sandbox.data_folder().resolve())]
     assert spec["argv"][6] == "--font-cache"
     font_cache = Path(spec["argv"][7])
@@ -168,11 +169,20 @@ def test_the_course_packages_and_data_work(kernel):
 def test_solutions_and_the_rest_of_the_repository_are_invisible(kernel):
     visible = set(json.loads(run(kernel, f"import json, os; print(json.dumps(os.listdir({str(REPO_ROOT)!r})))")))
     python_env = Path(sys.prefix).resolve()
-    allowed = set(sandbox.COURSE_PACKAGES)
+    allowed = {"data_fetch", "mlhep", "autograder"}
     if REPO_ROOT in python_env.parents:  # a virtual environment in the repository, e.g. .venv
         allowed.add(python_env.relative_to(REPO_ROOT).parts[0])
     assert visible <= allowed and not {"solutions", "exercises"} & visible, visible
     assert run(kernel, f"open({str(REPO_ROOT / 'nbgrader_config.py')!r})") == "ERROR FileNotFoundError"
+
+
+def test_of_the_grader_only_its_agent_is_there(kernel):
+    # The agent's package alone, under an empty autograder/__init__.py: none of the grader's code.
+    listing = f"import os; print(sorted(os.listdir({str(REPO_ROOT / 'autograder')!r})))"
+    assert run(kernel, listing) == "['__init__.py', 'kernel']"
+    assert run(kernel, "import autograder.kernel.agent, autograder; print(autograder.__doc__)") == "None"
+    for module in ("autograder.batch.run", "autograder.testcells.execute", "autograder.sandbox", "autograder.course"):
+        assert run(kernel, f"import {module}") == "ERROR ModuleNotFoundError", module
 
 
 def test_nothing_outside_the_scratch_folder_is_writable(kernel):
@@ -254,8 +264,8 @@ def test_the_grader_cannot_be_seen_or_signalled(kernel):
 
 
 def test_grading_refuses_without_a_sandbox(monkeypatch, tmp_path):
+    from autograder.batch.run import grade
     from autograder.course import UsageError
-    from autograder.grade import grade
 
     monkeypatch.setattr(sandbox, "available", lambda: (False, "bubblewrap (`bwrap`) is not installed"))
     (tmp_path / "subs" / "alice").mkdir(parents=True)
@@ -375,7 +385,7 @@ def test_a_small_numpy_computation_works_under_the_default_limits(kernel):
 
 
 def test_without_cgroups_the_launcher_sets_rlimits(kernelspec, tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "cgroup_folder", no_cgroups)
+    monkeypatch.setattr(sandbox.limits, "cgroup_folder", no_cgroups)
     with boxed_kernel(kernelspec, tmp_path, SMALL) as kernel:
         assert "RLIMIT_AS" in kernel.box.describe()
         assert ("does not hold for root" in kernel.box.describe()) == (os.geteuid() == 0)
@@ -395,7 +405,7 @@ def test_without_cgroups_the_launcher_sets_rlimits(kernelspec, tmp_path, monkeyp
 def test_tensorflow_trains_under_the_default_address_space_limit(kernelspec, tmp_path, monkeypatch):
     # RLIMIT_AS counts reserved address space, which TensorFlow has plenty of (2.3 GiB for a
     # trained model here): a limit too tight breaks the lessons only where cgroups are missing.
-    monkeypatch.setattr(sandbox, "cgroup_folder", no_cgroups)
+    monkeypatch.setattr(sandbox.limits, "cgroup_folder", no_cgroups)
     with boxed_kernel(kernelspec, tmp_path) as kernel:
         assert "RLIMIT_AS" in kernel.box.describe()
         code = ("import numpy as np, tensorflow as tf\n"

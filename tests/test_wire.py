@@ -1,4 +1,4 @@
-"""The grading channel's wire format (autograder.wire): plain data crosses, behaviour never does."""
+"""The grading channel's wire format (autograder.kernel.wire): plain data crosses, behaviour never does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pytest
 
-from autograder import wire
+from autograder.kernel import wire
 from data_fetch.dataset import Dataset
 
 

@@ -1,6 +1,6 @@
-"""A grading worker: ``python -m autograder.worker COURSE_ROOT ASSIGNMENT``.
+"""A grading worker: ``python -m autograder.batch.worker COURSE_ROOT ASSIGNMENT``.
 
-:func:`autograder.grade.grade` starts a few workers (one more than the cores). Each imports
+:func:`autograder.batch.run.grade` starts a few workers (one more than the cores). Each imports
 nbgrader once and then autogrades the students it is sent, one at a time, in-process (nbgrader's own
 ``NbGraderAPI.autograde``, then ``generate_feedback`` for that student), which saves nbgrader's
 start-up (seconds) for every student.
@@ -20,8 +20,7 @@ import resource
 import sys
 from pathlib import Path
 
-from .course import nbgrader_api
-
+from ..course import nbgrader_api
 
 #: Address space a worker may reserve, in bytes (0: no limit), from the grader: set as the soft
 #: limit, so that a student who makes the grader's side of a test allocate without bound stops
@@ -33,12 +32,13 @@ ADDRESS_SPACE_VARIABLE = "MLHEP_WORKER_ADDRESS_SPACE"
 def limit_address_space(environment: dict) -> None:
     if limit := int(environment.get(ADDRESS_SPACE_VARIABLE) or 0):
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
-        sys.exit("usage: python -m autograder.worker COURSE_ROOT ASSIGNMENT")
+        sys.exit("usage: python -m autograder.batch.worker COURSE_ROOT ASSIGNMENT")
     course_root, assignment = Path(argv[0]), argv[1]
     limit_address_space(os.environ)
 

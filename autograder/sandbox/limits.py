@@ -1,227 +1,27 @@
-"""Run each student's kernel in a bubblewrap sandbox.
+"""Limits on what one student's kernel uses: cgroups where the machine allows, else rlimits.
 
-nbgrader, the gradebook and the assignment's source (with its hidden tests) stay in the
-grader's process; the kernel that executes the student's notebook starts inside
-`bubblewrap <https://github.com/containers/bubblewrap>`_ and sees only:
-
-* the system and the Python environment, read-only;
-* the course's own packages (``data_fetch``, ``mlhep``) and the data cache, read-only;
-* its working folder (:data:`SCRATCH_DIR`), ``/tmp`` and ``/dev/shm``: private RAM disks of a
-  bounded size, which vanish with the sandbox and which the grader never reads;
-* a folder for its Unix sockets, the only host folder it can write: made per student by the
-  grader, holding nothing else, on a RAM disk where the machine has one.
-
-Nothing the grader writes or reads back is there: not the submission nbgrader executes, not the
-executed notebook it writes, not the feedback, the gradebook, the held-out samples or the other
-students' files. So no file a kernel makes (a symbolic link, a huge file, a FIFO) is ever opened
-by trusted code. No file the kernel writes may exceed ``MAX_FILE_BYTES`` (RLIMIT_FSIZE).
-
-It has no network (not even the loopback of the host), its own process namespace (it cannot
-see or signal the grader or other students' kernels), no ``solutions/``, no other
-submissions, no gradebook, and a cleared environment. The kernel talks to nbgrader through
-Unix sockets in its connection folder (jupyter_client's ``ipc`` transport), since a network
-namespace has no way back to the host's TCP ports.
-
-This module is also the kernel's launcher: the private course's kernelspec runs
-``python -m autograder.kernel_launcher CONNECTION_FILE --data DIR [--font-cache FILE]``, which
-replaces itself with ``bwrap ... python -m ipykernel_launcher -f CONNECTION_FILE`` in the folder
-nbgrader started it in.
-
-Memory and processes are limited per student by a :class:`KernelBox`, which the grader enters
-around the grading of one student::
-
-    with sandbox.KernelBox(student, sandbox.Limits()) as box:
-        run nbgrader with box.environment() added to its environment
-
-The box makes the student's cgroups (memory, and pids, which counts threads too) and passes
-them to the launcher through the environment; the launcher moves itself into them before it
-becomes ``bwrap``, so the kernel and everything it starts stay inside. Leaving the box kills
-whatever is still running there and removes the cgroups. Where no cgroup can be made (not
-root and no delegated cgroup v2), the launcher sets rlimits instead, which are weaker:
-:meth:`KernelBox.describe` says which mechanism is in force.
+The grader enters a :class:`KernelBox` around the grading of one student and gives its
+:meth:`~KernelBox.environment` to the process that starts the kernel; the launcher
+(:mod:`autograder.sandbox.launcher`) calls :func:`enter_limits` before it becomes bubblewrap.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import re
 import resource
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The kernel the course's notebooks ask for; the private course's kernelspec of that name wins.
-KERNEL_NAME = "mlhep"
-#: Course packages a notebook may import (bound read-only; the rest of the repository is not).
-COURSE_PACKAGES = ("data_fetch", "mlhep", "autograder")  # autograder: the test cells' agent (remote.py)
-#: System folders bound read-only when they exist (/sys: joblib counts the CPU cores there).
-SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys")
-#: Environment variables passed into the sandbox (everything else is cleared).
-PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL")
-#: matplotlib's configuration folder in the sandbox (in its private /tmp).
-SANDBOX_MPLCONFIGDIR = "/tmp/matplotlib"
-INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `bash run.sh setup` "
-                "does it when it can)")
-
-
-def available() -> tuple[bool, str]:
-    """Can bubblewrap start a sandbox here? (ok, reason if not)."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return False, f"bubblewrap (`bwrap`) is not installed: {INSTALL_HINT}"
-    probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return False, (f"bubblewrap cannot create a sandbox on this machine ({probe.stderr.strip()}); "
-                       "it needs user namespaces or root")
-    return True, ""
-
-
-def data_folder() -> Path:
-    from data_fetch import cache
-
-    return Path(cache.cache_root())
-
-
-#: The kernel's working folder: a RAM disk of its own inside the sandbox, which nothing outside
-#: ever reads. The notebook runs there; what it writes vanishes with the sandbox.
-SCRATCH_DIR = "/home/student"
-#: Sizes of the sandbox's RAM disks (they count against the kernel's memory as well, where a
-#: cgroup limits it) and the largest file a kernel may write anywhere (RLIMIT_FSIZE).
-SCRATCH_BYTES = 512 * 2**20
-TMP_BYTES = 512 * 2**20
-SHM_BYTES = 64 * 2**20
-MAX_FILE_BYTES = 512 * 2**20
-
-
-def read_only_folders(data_dir: Path | None = None) -> list[Path]:
-    """The host folders a sandboxed kernel can read (bound read-only): the system, Python, the
-    course's packages and the data cache."""
-    folders = [Path(folder) for folder in SYSTEM_FOLDERS if Path(folder).exists()]
-    folders += sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
-    folders += [REPO_ROOT / package for package in COURSE_PACKAGES]
-    data_dir = data_folder() if data_dir is None else data_dir
-    if data_dir.is_dir():
-        folders.append(data_dir.resolve())
-    return folders
-
-
-def visible_folder(path: Path, data_dir: Path | None = None) -> Path | None:
-    """The folder bound into the sandbox that holds ``path`` (or lies inside it); None if the
-    sandbox cannot see ``path`` at all."""
-    path = Path(path).resolve()
-    for folder in read_only_folders(data_dir):
-        folder = folder.resolve()
-        if path == folder or folder in path.parents or path in folder.parents:
-            return folder
-    return None
-
-
-def bwrap_command(connection_file: Path, data_dir: Path | None = None,
-                  font_cache: Path | None = None) -> list[str]:
-    """The bubblewrap command line that runs an IPython kernel for ``connection_file``.
-
-    The kernel works in :data:`SCRATCH_DIR`, a size-limited RAM disk of its own, and binds its
-    Unix sockets at the ``ip`` prefix of the connection file: that folder (one per student, made
-    by the grader, holding nothing else) is the only host folder it can write. Nothing the grader
-    writes or reads back (the course, the submission, the gradebook, the outputs) is in the
-    sandbox at all. ``font_cache`` (see :func:`write_font_cache`) is given to matplotlib read-only.
-    """
-    connection_file = connection_file.resolve()
-    connection = json.loads(connection_file.read_text())
-    if connection.get("transport") != "ipc":
-        sys.exit("autograder.sandbox: the kernel must use the ipc transport (KernelManager.transport)")
-    socket_dir = Path(connection["ip"]).resolve().parent
-    if connection_file.parent == socket_dir:
-        sys.exit("autograder.sandbox: the kernel's sockets need a folder of their own, apart from the "
-                 "connection file")
-    command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--clearenv",
-               "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]  # first: the binds below may lie inside /tmp
-    data_dir = data_folder() if data_dir is None else data_dir
-    for folder in read_only_folders(data_dir):
-        command += ["--ro-bind", str(folder), str(folder)]
-    command += ["--proc", "/proc", "--dev", "/dev",
-                "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",  # shm: multiprocessing locks
-                "--bind", str(socket_dir), str(socket_dir),
-                "--ro-bind", str(connection_file), str(connection_file),
-                "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH_DIR, "--chdir", SCRATCH_DIR]
-    if font_cache is not None and font_cache.is_file():
-        command += ["--ro-bind", str(font_cache.resolve()), f"{SANDBOX_MPLCONFIGDIR}/{font_cache.name}"]
-    environment = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
-    environment.update(HOME="/tmp", MPLCONFIGDIR=SANDBOX_MPLCONFIGDIR, PYTHONDONTWRITEBYTECODE="1",
-                       MLHEP_DATA_DIR=str(data_dir.resolve()))
-    for name, value in sorted(environment.items()):
-        command += ["--setenv", name, value]
-    return command + [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
-
-
-def runtime_parent() -> str | None:
-    """Where the grader makes each kernel's connection and socket folders: a RAM disk (/dev/shm)
-    where there is one, so that what a kernel writes in its socket folder fills memory (its own,
-    under a memory cgroup) rather than a disk; else the system's temporary folder."""
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-
-
-def write_font_cache(folder: Path) -> Path | None:
-    """Matplotlib's font list as a sandboxed kernel would build it, written to ``folder``.
-
-    A kernel's matplotlib starts with an empty ``/tmp``, so without this file each one would
-    search the system's fonts again (about 0.4 s of CPU per student). Built by a matplotlib with
-    the sandbox's ``HOME`` (empty, so the same fonts), once per grading; the file name carries
-    matplotlib's version. None, with a warning, if it cannot be built: kernels then build their own.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mlhep-home-") as home:
-        environment = {**os.environ, "HOME": home, "MPLCONFIGDIR": str(folder)}
-        built = subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment,
-                               capture_output=True, text=True, timeout=300)
-    caches = sorted(folder.glob("fontlist-*.json"))
-    if built.returncode != 0 or not caches:
-        warnings.warn(f"matplotlib's font list could not be prepared ({built.stderr.strip()[-300:]}); "
-                      "each kernel builds its own", stacklevel=2)
-        return None
-    return caches[-1]
-
-
-def write_kernelspec(kernels_dir: Path) -> Path:
-    """A kernelspec named like the course's kernel that starts it through this launcher.
-
-    The kernels get the data cache of this process, and matplotlib's font list, which the
-    kernelspec's folder holds (:func:`write_font_cache`).
-    """
-    folder = kernels_dir / KERNEL_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    # Found here, once, so that the launcher of each kernel imports next to nothing.
-    launcher = [sys.executable, "-m", "autograder.kernel_launcher", "{connection_file}",
-                "--data", str(data_folder().resolve())]
-    if font_cache := write_font_cache(folder / "matplotlib"):
-        launcher += ["--font-cache", str(font_cache)]
-    spec = {
-        "argv": launcher,
-        "display_name": "Python (mlhep course, sandboxed for grading)",
-        "language": "python",
-        # A signal from outside cannot reach the kernel in its process namespace: ask it instead.
-        "interrupt_mode": "message",
-    }
-    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
-    return folder
-
-
-# --- Limits on memory and processes ------------------------------------------------------------
-
 MiB, GiB = 2**20, 2**30
+#: The largest file a kernel may write anywhere: its RAM disks, its socket folder (RLIMIT_FSIZE).
+MAX_FILE_BYTES = 512 * MiB
 #: Cgroup folders the launcher moves itself into (os.pathsep between them).
 CGROUPS_VARIABLE = "MLHEP_KERNEL_CGROUPS"
 #: For a limit no cgroup can enforce, the launcher sets an rlimit from these instead.
@@ -550,7 +350,7 @@ def enter_limits(environment: dict[str, str]) -> None:
     """In the launcher: join the student's cgroups given by the box, or set the rlimits instead.
 
     The worker that starts the kernel limits its own address space with a soft limit
-    (autograder.worker); the kernel gets the hard one back, then its own limits."""
+    (autograder.batch.worker); the kernel gets the hard one back, then its own limits."""
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     for folder in filter(None, environment.get(CGROUPS_VARIABLE, "").split(os.pathsep)):
@@ -566,18 +366,3 @@ def enter_limits(environment: dict[str, str]) -> None:
         # RLIMIT_NPROC counts every task of the user, not only this kernel's: the student gets
         # `processes` more than run now. Linux does not apply it to root.
         _lower_rlimit(resource.RLIMIT_NPROC, tasks_of_user(os.getuid()) + int(processes))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m autograder.kernel_launcher")
-    parser.add_argument("connection_file", type=Path)
-    parser.add_argument("--data", type=Path, help="the data cache (default: data_fetch's)")
-    parser.add_argument("--font-cache", type=Path, help="matplotlib's font list (see write_font_cache)")
-    args = parser.parse_args(argv)
-    command = bwrap_command(args.connection_file, data_dir=args.data, font_cache=args.font_cache)
-    enter_limits(os.environ)  # last: bwrap and all it starts inherit the cgroups and rlimits
-    os.execvp(command[0], command)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Plain data on the wire between the grader and a student's sandboxed kernel.
 
-Both sides of the grading channel (:mod:`autograder.trusted` in the grader,
-:mod:`autograder.remote` in the kernel) turn Python values into JSON text with
+Both sides of the grading channel (:mod:`autograder.testcells` in the grader,
+:mod:`autograder.kernel.agent` in the kernel) turn Python values into JSON text with
 :func:`dumps` and back with :func:`loads`. Only *plain data* crosses as a value: ``None``,
 ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, lists, tuples, dicts, slices,
 numpy arrays and scalars of numeric, string or time types, and ``data_fetch.Dataset``. Anything

@@ -18,7 +18,7 @@ import nbformat
 # Error names of a cell stopped at its time limit: nbgrader records CellTimeoutError, and the
 # kernel may add the KeyboardInterrupt raised by the interrupt.
 INTERRUPTED = {"CellTimeoutError", "KeyboardInterrupt"}
-# Errors of the grader itself (autograder.trusted) in a test cell, in plain words.
+# Errors of the grader itself (autograder.testcells) in a test cell, in plain words.
 ERROR_NOTES = {
     "ChannelError": "the notebook's kernel stopped answering the grader: it died, was stopped, or the "
                     "notebook's code interfered with grading",

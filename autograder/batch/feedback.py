@@ -2,7 +2,7 @@
 
 nbgrader 0.9.6 builds feedback from the autograded notebook, into which autograde has put the
 hidden tests back, and its ``generate_feedback`` does not remove them again. The private grading
-course of :mod:`autograder.grade` therefore adds :class:`HideHiddenTests` to the feedback
+course of :mod:`autograder.batch.private_course` therefore adds :class:`HideHiddenTests` to the feedback
 preprocessors, and writes the pages with :class:`FeedbackExporter`, which also makes them static:
 student content is made inert before and while rendering (autograder.pages) and each page forbids
 every script with a Content-Security-Policy.
@@ -13,8 +13,8 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
-from .pages import HIDDEN_OUTPUT, with_csp
-from .trusted import STUDENT_TRACEBACK
+from ..pages import HIDDEN_OUTPUT, with_csp
+from ..testcells.outputs import STUDENT_TRACEBACK
 
 
 class HideHiddenTests(ClearHiddenTests):
@@ -23,7 +23,7 @@ class HideHiddenTests(ClearHiddenTests):
     A failing hidden assert would otherwise show up in the traceback, with the line of
     test code around it. The error's type and message stay: they are the student's hint
     (e.g. ``AssertionError: jet counts wrong on random events``), and so does the traceback
-    through the student's own code when the error came from there (autograder.trusted).
+    through the student's own code when the error came from there (autograder.testcells).
     """
 
     def preprocess_cell(self, cell, resources, cell_index):

@@ -1,11 +1,11 @@
 """The grader's agent in a student's kernel: it answers the test cells' questions.
 
-When the grader reaches a test cell, it runs that cell's code itself (:mod:`autograder.trusted`)
+When the grader reaches a test cell, it runs that cell's code itself (:mod:`autograder.testcells`)
 and executes only ``serve(globals())`` in the student's kernel. ``serve`` then answers the
 grader's requests, one message at a time, through the kernel's stdin channel (each ``input()``
 sends a reply and returns the next request): look up a name in the notebook, get an attribute,
 call a function, index, iterate, convert to an array. Values go back as plain data
-(:mod:`autograder.wire`); every other object stays here and the grader gets a reference to it.
+(:mod:`autograder.kernel.wire`); every other object stays here and the grader gets a reference to it.
 
 Objects of the grader that the test passes in (a classifier factory, say) arrive as
 :class:`GraderObject` proxies: calling one, or one of its public methods, asks the grader.

@@ -1,0 +1,418 @@
+"""Grade a class's submissions of one assignment with nbgrader.
+
+A :class:`GradingRun` holds what is graded, where and how. The grading happens in a private
+nbgrader course inside the output folder, never in the repository (:mod:`.private_course`):
+``OUT/nbgrader/`` has its own configuration, a copy of the assignment's source, its own gradebook,
+and ``submitted/<student>/...`` (:mod:`.submissions`). Students are autograded by a few long-lived
+worker processes (:mod:`.worker`), one student at a time each, under a wall-clock limit per
+student, so no submission can stop the batch; each student's kernel runs in a bubblewrap sandbox
+(:mod:`autograder.sandbox`), and the test cells run in the worker (:mod:`autograder.testcells`).
+The results go to ``OUT/grades.csv`` and ``OUT/feedback/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from tqdm.auto import tqdm
+
+from .. import sandbox
+from ..course import (
+    EXERCISES_DIR,
+    SOLUTIONS_DIR,
+    AutograderError,
+    UsageError,
+    check_assignment,
+    kill_tree,
+    notebook_names,
+)
+from .diagnose import describe_notebook, explain_failure
+from .held_out import HELD_OUT_RECORD, prepare_held_out
+from .private_course import generate_assignment, gradebook, make_course
+from .submissions import MAX_FEEDBACK_BYTES, copy_submission, find_students, read_regular_file
+from .worker import ADDRESS_SPACE_VARIABLE
+
+#: Address space of a grading worker (see autograder.batch.worker). Measured: a worker grading lesson 03
+#: (nbgrader, scikit-learn, the held-out sample) reserves about WORKER_MEASURED; the limit leaves a
+#: wide margin and stops a worker long before the machine's memory is at stake.
+WORKER_ADDRESS_SPACE = 4 * 2**30
+# to_grade_by_hand: points of cells (e.g. written answers) that wait for a person in the formgrader;
+# until then they count 0 in `score`.
+COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "status", "reason"]
+#: Starts the reason of a student whom the grader itself failed (not their notebook): the run is
+#: then incomplete, and the command says so and exits with an error after writing grades.csv.
+GRADER_ERROR = "not graded, because of an error in the grader"
+
+
+@dataclass
+class GradingRun:
+    """One grading of a class: what is graded, where, and how.
+
+    Args:
+        assignment: name of a folder in ``solutions/``.
+        submissions_dir: one folder per student, named by the student id, holding the
+            assignment's notebook(s) directly or in a subfolder named like the assignment; or
+            an nbgrader exchange folder (see :func:`~autograder.batch.submissions.find_students`).
+        out_dir: where to write ``grades.csv``, ``feedback/<student>/``, ``logs/`` and the
+            private nbgrader course ``nbgrader/`` (the outputs of an earlier run are replaced).
+        cell_timeout: seconds a cell may run before it is interrupted.
+        notebook_timeout: seconds the grading of one student may take before it is stopped.
+        sandboxed: run each student's kernel in a bubblewrap sandbox (``autograder.sandbox``).
+            Without it a notebook can read the hidden tests and the gradebook and change them:
+            only for notebooks you trust.
+        workers: students graded at the same time (default: one more than the cores, memory permitting).
+        limits: memory and processes of each student's kernel (default: ``sandbox.Limits()``).
+        held_out_seed: seed of the held-out samples the quality tests judge with (default: one drawn
+            at random for this run); recorded in ``OUT/held_out.json`` so a run can be repeated.
+    """
+
+    assignment: str
+    submissions_dir: Path
+    out_dir: Path
+    cell_timeout: float = 300
+    notebook_timeout: float = 900
+    sandboxed: bool = True
+    workers: int | None = None
+    limits: sandbox.Limits | None = None
+    held_out_seed: int | None = None
+    max_score: float = 0.0  # the assignment's, once the private course has it
+
+    @property
+    def course(self) -> Path:
+        """The private nbgrader course of the run."""
+        return self.out_dir / "nbgrader"
+
+    def check(self) -> None:
+        """UsageError for options that cannot work; the sandbox's limits settled."""
+        check_assignment(self.assignment)
+        if self.cell_timeout <= 0 or self.notebook_timeout <= 0:
+            raise UsageError("the time limits must be positive numbers of seconds")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise UsageError(f"the number of workers must be a positive integer, got {self.workers!r}")
+        if self.sandboxed:
+            ok, why = sandbox.available()
+            if not ok:
+                raise UsageError(f"{why}. Student notebooks are untrusted code, so grading stops here; "
+                                 "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox")
+            self.limits = sandbox.Limits() if self.limits is None else self.limits
+
+    def row(self, student: str, **values) -> dict:
+        """A row of grades.csv for ``student``: nothing scored yet, then ``values``."""
+        return {"student": student, "assignment": self.assignment, "score": 0.0, "max_score": self.max_score,
+                "to_grade_by_hand": 0.0, **values}
+
+
+def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **options) -> list[dict]:
+    """Autograde every student's submission of ``assignment``; ``options``: those of :class:`GradingRun`.
+
+    Returns:
+        One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
+
+    Raises:
+        UsageError: unknown assignment, no student folders, output folder not writable,
+            time limits not positive, no sandbox possible (unless ``sandboxed=False``).
+        AutograderError: the grading is incomplete (the grader itself failed on a student); the
+            rows were written first.
+    """
+    run = GradingRun(assignment, Path(submissions_dir), Path(out_dir), **options)
+    run.check()
+    if run.sandboxed:
+        print(f"autograder: each kernel in a sandbox, with {sandbox.describe_limits(run.limits)}")
+    else:
+        print("autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
+              "read the hidden tests and change the gradebook")
+    students = find_students(run.submissions_dir, assignment)
+    run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
+    held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed)
+    make_course(run.course, assignment, run.cell_timeout, run.sandboxed, held_out)
+    # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
+    workers = default_workers(run.limits) if run.workers is None else run.workers
+    pool = [start_worker(run, slot) for slot in range(min(workers, len(students)))]
+    try:
+        run.max_score = generate_assignment(run.course, assignment)
+        rows = grade_class(run, students, pool)
+    finally:
+        for worker in pool:
+            if worker.poll() is None:
+                kill_tree(worker)
+    give_feedback(run, [row for row in rows if row["status"] == "graded"])
+
+    write_csv(rows, run.out_dir / "grades.csv")
+    print(summary(rows, run.out_dir))
+    check_complete(rows, students, run.out_dir)
+    return rows
+
+
+def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
+    """Create ``out_dir``, check that it is writable, and remove an earlier run's outputs."""
+    out_dir = out_dir.resolve()
+    for protected in (submissions_dir.resolve(), SOLUTIONS_DIR, EXERCISES_DIR):
+        if out_dir == protected or protected in out_dir.parents:
+            raise UsageError(f"the output folder {out_dir} must not be inside {protected}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to the output folder {out_dir}: "
+                         f"{error.strerror or error}") from None
+    for old in ("nbgrader", "feedback", "logs"):
+        shutil.rmtree(out_dir / old, ignore_errors=True)
+    for old in ("grades.csv", HELD_OUT_RECORD):
+        (out_dir / old).unlink(missing_ok=True)
+    (out_dir / "logs").mkdir()
+    return out_dir
+
+
+# --- The workers ------------------------------------------------------------------------------
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(limits: sandbox.Limits | None = None) -> int:
+    """One worker more than the cores, as long as each student's kernel can have its memory limit
+    (plus about 1 GiB for the worker itself) at the same time.
+
+    A worker leaves its core idle for moments (while a kernel starts, between a test's messages):
+    the extra worker fills them. Measured on two cores, 100 students of lesson 00: 202 s with
+    three workers, 215 s with two.
+    """
+    memory_bytes = (limits or sandbox.Limits()).memory_bytes + 2**30
+    return max(1, min(usable_cores() + 1, psutil.virtual_memory().total // memory_bytes))
+
+
+def grade_class(run: GradingRun, students: dict[str, Path], pool: list[subprocess.Popen]) -> list[dict]:
+    """Pre-check every submission, then autograde them on the worker processes of ``pool`` at once.
+
+    Each worker grades one student at a time; a worker that passes the notebook's time limit on a
+    student, or dies, is stopped with everything it started and replaced, and that student fails
+    with the reason. The rows come back sorted by student, one for each.
+    """
+    rows: dict[str, dict] = {}
+    pending: queue.Queue = queue.Queue()
+    for student, folder in sorted(students.items()):
+        submitted = run.course / "submitted" / student / run.assignment
+        problems = copy_submission(folder, submitted, run.assignment)
+        if any(submitted.glob("*.ipynb")):
+            pending.put((student, problems))
+        else:
+            rows[student] = run.row(student, status="failed", reason="; ".join(problems))
+
+    progress = tqdm(total=len(students), initial=len(rows), desc=f"grading {run.assignment}", unit="student")
+    lock = threading.Lock()
+
+    def run_slot(slot: int) -> None:
+        worker = pool[slot]
+        try:
+            while True:
+                try:
+                    student, problems = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    worker, result = grade_in_worker(run, worker, slot, student, problems)
+                except Exception as error:  # noqa: BLE001 - the grader's own failure: reported, batch goes on
+                    result = run.row(student, status="failed",
+                                     reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}")
+                with lock:
+                    rows[student] = result
+                    progress.set_postfix_str(student)
+                    progress.update()
+        finally:
+            if worker is not None:
+                stop_worker(worker)
+
+    slots = [threading.Thread(target=run_slot, args=(slot,), name=f"grading-slot-{slot}")
+             for slot in range(min(len(pool), pending.qsize()))]
+    for thread in slots:
+        thread.start()
+    for worker in pool[len(slots):]:  # more workers than submissions to grade
+        stop_worker(worker)
+    for thread in slots:
+        thread.join()
+    progress.close()
+    for student in set(students) - set(rows):  # a slot that died: never a student without a row
+        rows[student] = run.row(student, status="failed",
+                                reason=f"{GRADER_ERROR}: the grader stopped before it graded this student")
+    return [rows[student] for student in sorted(rows)]
+
+
+def start_worker(run: GradingRun, slot: int) -> subprocess.Popen:
+    """A grading worker process for the run's private course (see autograder.batch.worker)."""
+    env = dict(os.environ)  # the gradebook exists already (make_course): no `alembic` command to find
+    if run.sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(run.course / "jupyter"),
+                                                            os.environ.get("JUPYTER_PATH")]))
+        # Only sandboxed: a kernel started without the launcher would inherit the worker's limit.
+        env[ADDRESS_SPACE_VARIABLE] = str(WORKER_ADDRESS_SPACE)
+    with open(run.out_dir / "logs" / f"worker-{slot}.log", "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "autograder.batch.worker", str(run.course), run.assignment],
+                                cwd=run.course, env=env, stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)  # its own process group, see kill_tree
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        worker.stdin.close()  # a worker ends at the end of its input
+    try:
+        worker.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        kill_tree(worker)
+
+
+def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int, student: str,
+                    problems: list[str]) -> tuple[subprocess.Popen | None, dict]:
+    """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
+    if worker is None or worker.poll() is not None:
+        worker = start_worker(run, slot)
+    log_path = run.out_dir / "logs" / f"{student}.log"
+    done_path = run.out_dir / "logs" / f".{student}.done"
+    done_path.unlink(missing_ok=True)
+    # The kernel's connection file (in a folder of the grader's) and its sockets (in a folder of
+    # their own: the only host folder its sandbox can write), fresh per student, with a short
+    # path (Unix sockets: 107 bytes), on a RAM disk where there is one.
+    box = sandbox.KernelBox(student, run.limits) if run.sandboxed else contextlib.nullcontext()
+    with box, tempfile.TemporaryDirectory(prefix="mlhep-kernel-", dir=sandbox.runtime_parent()) as runtime:
+        (Path(runtime) / "sockets").mkdir()
+        environment = {"JUPYTER_RUNTIME_DIR": runtime, **(box.environment() if run.sandboxed else {})}
+        request = {"student": student, "environment": environment,
+                   "kernel_sockets": f"{runtime}/sockets/kernel" if run.sandboxed else None,
+                   "log": str(log_path), "result": str(done_path)}
+        failure = None
+        try:
+            worker.stdin.write(json.dumps(request) + "\n")
+            worker.stdin.flush()
+        except OSError:
+            failure = "the grading worker could not take this submission"
+        deadline = time.monotonic() + run.notebook_timeout
+        while failure is None and not done_path.exists():
+            if worker.poll() is not None:
+                failure = "the grading worker stopped while grading this submission (see the log)"
+            elif time.monotonic() > deadline:
+                failure = f"grading took longer than {run.notebook_timeout:g} s and was stopped"
+            else:
+                time.sleep(0.05)
+        if failure is not None:
+            kill_tree(worker)
+            worker = None
+        limits_reached = box.limits_reached() if run.sandboxed else []
+    # Leaving the box killed whatever the kernel left behind.
+    if limits_reached:
+        problems = problems + [f"the notebook used {' and '.join(limits_reached)}, past the sandbox's limit"]
+    if failure is None:
+        success = json.loads(done_path.read_text())["success"]
+        done_path.unlink()
+        if not success:
+            failure = explain_failure(log_path.read_text(errors="replace"), run.cell_timeout)
+    if failure is not None:
+        # No half-graded notebook must reach the feedback step.
+        shutil.rmtree(run.course / "autograded" / student, ignore_errors=True)
+        return worker, run.row(student, status="failed", reason="; ".join(problems + [failure]))
+
+    score, by_hand, messages = read_results(run, student)
+    return worker, run.row(student, score=score, to_grade_by_hand=by_hand, status="graded",
+                           reason="; ".join(problems + messages))
+
+
+# --- Results ----------------------------------------------------------------------------------
+
+def read_results(run: GradingRun, student: str) -> tuple[float, float, list[str]]:
+    """The student's score, the points still to grade by hand, and what went wrong."""
+    several = len(notebook_names(run.assignment)) > 1
+    messages = []
+    with gradebook(run.course) as gb:
+        submission = gb.find_submission(run.assignment, student)
+        score = submission.score
+        by_hand = sum(grade.max_score for notebook in submission.notebooks for grade in notebook.grades
+                      if grade.needs_manual_grade)
+        for notebook in submission.notebooks:
+            path = run.course / "autograded" / student / run.assignment / f"{notebook.name}.ipynb"
+            if not path.exists():
+                continue  # missing from the submission: already reported
+            scores = {grade.name: (grade.score, grade.max_score, grade.needs_manual_grade)
+                      for grade in notebook.grades}
+            label = f"{notebook.name}.ipynb: " if several else ""
+            messages += describe_notebook(path, scores, run.cell_timeout, label)
+    return score, by_hand, messages
+
+
+def give_feedback(run: GradingRun, rows: list[dict]) -> None:
+    """Copy the feedback HTML of the students in ``rows`` to ``OUT/feedback/<student>/``.
+
+    The workers wrote it right after grading each student. A student whose feedback is missing
+    gets a remark in their row.
+    """
+    for row in rows:
+        pages = sorted((run.course / "feedback" / row["student"] / run.assignment).glob("*.html"))
+        if not pages:
+            remark = f"nbgrader could not write the feedback (see logs/{row['student']}.log)"
+            row["reason"] = "; ".join(filter(None, [row["reason"], remark]))
+            continue
+        dest = run.out_dir / "feedback" / row["student"]
+        dest.mkdir(parents=True, exist_ok=True)
+        for page in pages:  # read as a regular file, never through a link
+            (dest / page.name).write_bytes(read_regular_file(page.parent, page.name, MAX_FEEDBACK_BYTES))
+
+
+def check_complete(rows: list[dict], students: dict[str, Path], out_dir: Path) -> None:
+    """AutograderError unless grades.csv has one row per student and the grader itself failed none.
+
+    A TA must never take an incomplete batch for a finished one: the command then exits with an
+    error, after the rows that could be graded were written.
+    """
+    with open(out_dir / "grades.csv", newline="") as file:
+        written = {row["student"] for row in csv.DictReader(file)}
+    missing = sorted(set(students) - written)
+    broken = sorted(row["student"] for row in rows if row["reason"].startswith(GRADER_ERROR))
+    if missing or broken:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} students have no row in grades.csv ({', '.join(missing[:5])})")
+        if broken:
+            problems.append(f"the grader failed on {len(broken)} students ({', '.join(broken[:5])}), "
+                            "see their reasons in grades.csv and logs/")
+        raise AutograderError("the grading is INCOMPLETE: " + "; ".join(problems)
+            + "; grade them again")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Write the grades, one row per student."""
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary(rows: list[dict], out_dir: Path) -> str:
+    """A few lines for the TA: how many were graded, how many failed and why, where to look."""
+    graded = [row for row in rows if row["status"] == "graded"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    lines = [f"Graded {len(graded)} of {len(rows)} students"
+             + (f" ({sum(1 for row in graded if row['reason'])} with remarks)." if graded else ".")]
+    if failed:
+        lines.append(f"Failed {len(failed)}:")
+        # Group by the first reason, so that 30 times the same problem reads as one line.
+        causes = Counter(row["reason"].split("; ")[0] for row in failed)
+        lines += [f"  {count} x {cause}" for cause, count in causes.most_common()]
+    lines.append(f"Grades:   {out_dir / 'grades.csv'}")
+    lines.append(f"Feedback: {out_dir / 'feedback'}/<student>/")
+    lines.append(f"Logs:     {out_dir / 'logs'}/<student>.log")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""A class's submissions: finding each student's, and taking only their notebooks, read as files."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+import nbformat
+
+from ..course import SOLUTIONS_DIR, UsageError, notebook_names
+from .diagnose import notebook_problem
+
+
+def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[str, Path]:
+    """Student id -> folder with their submission.
+
+    ``submissions_dir`` is either one folder per student (named by the student id; hidden
+    folders skipped), or nbgrader's exchange: its root, a course in it or that course's
+    ``inbound/`` folder, whose ``STUDENT+ASSIGNMENT+TIMESTAMP[+...]`` folders hold what students
+    submitted with ``nbgrader submit``. From the exchange, each student's latest submission of
+    ``assignment`` is graded.
+    """
+    if not submissions_dir.is_dir():
+        raise UsageError(f"the submissions folder {submissions_dir} does not exist")
+    inbound = exchange_inbound(submissions_dir)
+    if inbound is not None:
+        latest: dict[str, tuple[str, Path]] = {}
+        for folder in inbound.iterdir():
+            match = EXCHANGE_SUBMISSION.match(folder.name)
+            if folder.is_dir() and match and match["assignment"] == assignment:
+                student, timestamp = match["student"], match["timestamp"]
+                if student not in latest or timestamp > latest[student][0]:
+                    latest[student] = (timestamp, folder)
+        if not latest:
+            raise UsageError(f"the exchange folder {inbound} has no submissions of {assignment}")
+        return {student: folder for student, (_, folder) in latest.items()}
+    students = {folder.name: folder for folder in submissions_dir.iterdir()
+                if folder.is_dir() and not folder.name.startswith(".")}
+    if not students:
+        raise UsageError(f"the submissions folder {submissions_dir} has no student folders "
+                         "(expected one folder per student, named by the student id)")
+    return students
+
+
+# nbgrader's exchange names a submission STUDENT+ASSIGNMENT+TIMESTAMP, with "+RANDOM" in newer versions;
+# the timestamps ("2026-11-22 10:31:02.123456 UTC") sort in time order as text.
+EXCHANGE_SUBMISSION = re.compile(r"^(?P<student>[^+]+)\+(?P<assignment>[^+]+)\+(?P<timestamp>[^+]+)(\+[^+]*)?$")
+
+
+def exchange_inbound(folder: Path) -> Path | None:
+    """The ``inbound`` folder if ``folder`` is an nbgrader exchange, a course in it, or the folder itself."""
+    candidates = [folder] + [folder / "inbound"] + [course / "inbound" for course in folder.iterdir()
+                                                    if course.is_dir() and folder.name != "inbound"]
+    for candidate in candidates:
+        if candidate.name == "inbound" and candidate.is_dir():
+            return candidate
+    return None
+
+
+#: Largest notebook accepted (the course's notebooks are well under 1 MB without outputs).
+MAX_NOTEBOOK_BYTES = 64 * 2**20
+MAX_FEEDBACK_BYTES = 256 * 2**20
+
+
+def read_regular_file(folder: Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of ``folder/name``, read without following a symbolic link anywhere on the way.
+
+    Raises OSError (with a plain-words ``strerror``) for a link, a special file (a FIFO, a
+    device) or a file over ``max_bytes``: a submission is the student's files, never what they
+    point to.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(error.errno, "the submission's folder is a symbolic link") from None
+        raise
+    try:
+        try:
+            fd = os.open(name, flags, dir_fd=directory)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise OSError(error.errno, "it is a symbolic link, not a file") from None
+            raise
+        with open(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "it is not a regular file")
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(directory)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"it is larger than {max_bytes // 2**20} MB")
+    return data
+
+
+def submission_folder(folder: Path, assignment: str) -> Path:
+    """The folder holding the notebooks: the student's, or its subfolder named like the assignment
+    (a real folder, not a link)."""
+    inner = folder / assignment
+    return inner if inner.is_dir() and not inner.is_symlink() else folder
+
+
+def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
+    """Copy the assignment's notebooks from a student's submission to ``dest``.
+
+    Only the notebooks are copied, each only if it is a regular file of a sane size, read without
+    following links; other files are left out, so nothing but notebooks reaches nbgrader (which
+    would copy them on into the feedback). Notebooks nbgrader cannot read are left out too.
+    Returns the problems found, in plain words (an empty list when there are none).
+    """
+    folder = submission_folder(folder, assignment)
+    dest.mkdir(parents=True, exist_ok=True)
+    problems = []
+    names = notebook_names(assignment)
+    for name in names:
+        path = dest / name
+        try:
+            path.write_bytes(read_regular_file(folder, name, MAX_NOTEBOOK_BYTES))
+        except FileNotFoundError:
+            others = sorted(p.name for p in folder.glob("*.ipynb") if p.name not in names)
+            found = f" (found: {', '.join(others)})" if others else ""
+            problems.append(f"no notebook named {name} in the submission{found}")
+            continue
+        except OSError as error:
+            problems.append(f"{name} was not graded: {error.strerror or error}")
+            continue
+        if problem := notebook_problem(path):
+            # nbgrader would stop at this file; without it, it grades the other notebooks
+            # and gives this one 0.
+            path.unlink()
+            problems.append(f"{name} is {problem}" if len(names) > 1 else problem)
+        else:
+            problems += unmark_unknown_cells(path, SOLUTIONS_DIR / assignment / name)
+    return problems
+
+
+def unmark_unknown_cells(path: Path, source: Path) -> list[str]:
+    """Strip nbgrader's metadata from cells the assignment does not have (e.g. a test cell the
+    student added), which nbgrader would refuse the whole notebook for; they run as ordinary cells."""
+    known = {cell.metadata["nbgrader"].get("grade_id") for cell in nbformat.read(source, as_version=4).cells
+             if "nbgrader" in cell.metadata}
+    notebook = nbformat.read(path, as_version=4)
+    unknown = [cell for cell in notebook.cells
+               if "nbgrader" in cell.metadata and cell.metadata["nbgrader"].get("grade_id") not in known]
+    if not unknown:
+        return []
+    for cell in unknown:
+        del cell.metadata["nbgrader"]
+    nbformat.write(notebook, path)
+    names = ", ".join(sorted({str(cell.id) for cell in unknown}))
+    return [f"cells with nbgrader marks the assignment does not have (ids {names}) ran as ordinary cells"]
