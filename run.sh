@@ -10,7 +10,9 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 # The lecture defaults and the CI scale of the cms_ad dataset (see course/ and tests/), and the
-# held-out sample with which the grader judges the students' autoencoders (lesson 01).
+# held-out sample of lesson 01's quality test outside grading (the solution notebooks run by the
+# tests; its public seed is mlhep.held_out.PUBLIC_SEEDS). A grading run makes its own, from a seed
+# of its own, in the grader's cache.
 LECTURE_EVENTS=100000
 EXERCISE_EVENTS=10000
 HELD_OUT_EVENTS=5000
@@ -20,7 +22,7 @@ REWEIGHTING_LECTURE_EVENTS=200000
 REWEIGHTING_EXERCISE_EVENTS=20000
 REWEIGHTING_HELD_OUT_EVENTS=10000
 REWEIGHTING_HELD_OUT_SEED=2025
-# Lesson 03 (dijet_resonance): lecture, exercise / CI scale, and the grader's held-out sample.
+# Lesson 03 (dijet_resonance): lecture, exercise / CI scale, and the public held-out sample.
 RESONANCE_LECTURE_EVENTS=400000
 RESONANCE_EXERCISE_EVENTS=40000
 RESONANCE_HELD_OUT_EVENTS=40000

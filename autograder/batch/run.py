@@ -46,9 +46,10 @@ from .private_course import generate_assignment, gradebook, make_course
 from .submissions import MAX_FEEDBACK_BYTES, copy_submission, find_students, read_regular_file
 from .worker import ADDRESS_SPACE_VARIABLE
 
-#: Address space of a grading worker (see autograder.batch.worker). Measured: a worker grading lesson 03
-#: (nbgrader, scikit-learn, the held-out sample) reserves about WORKER_MEASURED; the limit leaves a
-#: wide margin and stops a worker long before the machine's memory is at stake.
+#: Address space of a grading worker (see autograder.batch.worker). Measured while the hostile classes
+#: of lessons 00-03 were graded (nbgrader, scikit-learn training a classifier in the grader, the
+#: held-out samples): at most 1.0 GB of address space, 0.32 GB resident. Four times that stops a
+#: worker that a student drives to allocate without end, long before the machine runs short.
 WORKER_ADDRESS_SPACE = 4 * 2**30
 # to_grade_by_hand: points of cells (e.g. written answers) that wait for a person in the formgrader;
 # until then they count 0 in `score`.

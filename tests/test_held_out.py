@@ -1,0 +1,78 @@
+"""Held-out samples: the tests' side (mlhep.held_out) and the grader's (autograder.batch.held_out).
+Fast: nothing here generates events (test_hostile_held_out.py grades with them)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from autograder.batch.held_out import held_out_samples, prepare_held_out
+from autograder.course import REPO_ROOT, UsageError, find_assignments
+from data_fetch import Dataset
+from mlhep import held_out
+
+
+@pytest.fixture
+def grading_mode():
+    """The module as a grading run leaves it, put back afterwards."""
+    yield held_out
+    held_out._grading = None
+
+
+def test_the_grader_finds_the_samples_each_assignment_tests_with():
+    found = {assignment: held_out_samples(assignment) for assignment in find_assignments()}
+    assert found == {"00_getting_started": [], "01_autoencoder_anomaly_detection": [("cms_ad", 5000)],
+                     "02_likelihood_ratio_reweighting": [("reweighting", 10000)],
+                     "03_cwola_hunting": [("dijet_resonance", 40000)]}
+
+
+def test_run_sh_prepares_the_public_samples_with_the_public_seeds():
+    script = (REPO_ROOT / "run.sh").read_text()
+    seeds = {int(seed) for seed in re.findall(r"^\w*HELD_OUT_SEED=(\d+)$", script, flags=re.MULTILINE)}
+    assert seeds == set(held_out.PUBLIC_SEEDS.values())
+
+
+def test_the_graders_cache_must_be_out_of_the_sandboxs_sight(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("MLHEP_GRADER_CACHE", str(tmp_path / "data" / "grader"))
+    with pytest.raises(UsageError, match="students' kernels can read"):
+        prepare_held_out("01_autoencoder_anomaly_detection", tmp_path, seed=1)
+    with pytest.raises(UsageError, match="non-negative integer"):
+        prepare_held_out("01_autoencoder_anomaly_detection", tmp_path, seed=-1)
+    assert prepare_held_out("00_getting_started", tmp_path) is None  # lesson 00 tests with none
+
+
+def test_in_a_grading_run_the_seed_is_the_runs(grading_mode):
+    public = held_out.held_out_rng().integers(2**62)
+    grading_mode.use_grading_samples(123456789123, "/nowhere")
+    assert held_out.grading() and held_out.held_out_rng().integers(2**62) != public
+    grading_mode.use_grading_samples(None)
+    with pytest.raises(RuntimeError, match="prepared no held-out samples"):
+        held_out.held_out_sample("cms_ad", n_events=5)
+
+
+def test_features_only_takes_the_truth_away():
+    sample = Dataset("cms_ad", "pythia", {"objects": np.zeros((3, 19, 3)), "label": np.array([0, 1, 0]),
+                                          "process": np.array([0, 2, 1])})
+    assert set(held_out.features_only(sample).arrays) == {"objects"}
+
+
+@pytest.mark.parametrize(("values", "shape", "low", "message"), [
+    ([1.0, np.nan], (2,), None, "not finite"),
+    ([1.0, np.inf], (2,), None, "not finite"),
+    ([1.0, 2.0, 3.0], (2,), None, "shape"),
+    ([[1.0, 2.0]], (2,), None, "shape"),
+    ([1.0, -1.0], (2,), 0.0, "below 0"),
+    (["a", "b"], (2,), None, "array of numbers"),
+])
+def test_checked_refuses_what_cannot_be_scored(values, shape, low, message):
+    with pytest.raises(AssertionError, match=message):
+        held_out.checked(values, "f", shape, low=low)
+
+
+def test_checked_gives_a_float_array():
+    array = held_out.checked(np.array([[1, 2], [3, 4]], dtype=np.int32), "f", (None, 2), low=0, high=4)
+    assert array.dtype == np.float64 and array.shape == (2, 2)
