@@ -181,7 +181,8 @@ def test_of_the_grader_only_its_agent_is_there(kernel):
     listing = f"import os; print(sorted(os.listdir({str(REPO_ROOT / 'autograder')!r})))"
     assert run(kernel, listing) == "['__init__.py', 'kernel']"
     assert run(kernel, "import autograder.kernel.agent, autograder; print(autograder.__doc__)") == "None"
-    for module in ("autograder.batch.run", "autograder.testcells.execute", "autograder.sandbox", "autograder.course"):
+    for module in ("autograder.batch.run", "autograder.testcells.execute", "autograder.sandbox",
+                   "autograder.course"):
         assert run(kernel, f"import {module}") == "ERROR ModuleNotFoundError", module
 
 
