@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in figures.items():
         print(f"{name:38s} {value}")
     out = (args.out or Path.cwd()) / "benchmark.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"written to {out}")
     return 0 if figures["same_scores"] else 1

@@ -26,8 +26,9 @@ from data_fetch import Dataset
 
 #: Seeds of the held-out samples outside grading (public: they are in the course's source).
 PUBLIC_SEEDS = {"cms_ad": 2024, "reweighting": 2025, "dijet_resonance": 2026}
-#: Arrays that carry the truth; a student's code never gets them with held-out events.
-TRUTH_ARRAYS = ("label", "process")
+#: Arrays that are not observables: the truth, and the generator's event weight (which in cms_ad is
+#: exactly 1 for the signal alone). A student's code never gets them with held-out events.
+NOT_FEATURES = ("label", "process", "weight")
 
 _grading: dict | None = None  # {"seed": int, "cache_dir": Path} while the grader runs tests
 
@@ -72,9 +73,9 @@ def held_out_rng() -> np.random.Generator:
 
 
 def features_only(sample: Dataset) -> Dataset:
-    """The sample without its truth arrays: what a student's function may see of held-out events."""
+    """The sample's observables alone: what a student's function may see of held-out events."""
     return Dataset(sample.name, sample.source,
-                   {key: array for key, array in sample.arrays.items() if key not in TRUTH_ARRAYS})
+                   {key: array for key, array in sample.arrays.items() if key not in NOT_FEATURES})
 
 
 def checked(values, what: str, shape: tuple, low: float | None = None, high: float | None = None) -> np.ndarray:

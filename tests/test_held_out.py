@@ -55,8 +55,9 @@ def test_in_a_grading_run_the_seed_is_the_runs(grading_mode):
 
 
 def test_features_only_takes_the_truth_away():
+    # cms_ad's generator weight is exactly 1 for the signal alone: it goes with the labels.
     sample = Dataset("cms_ad", "pythia", {"objects": np.zeros((3, 19, 3)), "label": np.array([0, 1, 0]),
-                                          "process": np.array([0, 2, 1])})
+                                          "process": np.array([0, 2, 1]), "weight": np.array([2e-5, 1, 3e-5])})
     assert set(held_out.features_only(sample).arrays) == {"objects"}
 
 

@@ -134,3 +134,22 @@ def test_the_largest_message_accepted_costs_bounded_memory():
     assert len(value) == wire.MAX_VALUES - 10
     # Measured: 39 MB for a million floats; other kinds of value cost at most a few times that.
     assert peak < 300 * 2**20, f"decoding took {peak / 2**20:.0f} MB"
+
+
+def test_the_graders_kernel_clients_refuse_messages_over_the_limit(tmp_path):
+    # ZeroMQ drops a message over MAXMSGSIZE (and the connection) before any of it is kept.
+    import zmq
+
+    from autograder.testcells.execute import MAX_KERNEL_MESSAGE, BoundedKernelManager
+
+    manager = BoundedKernelManager(transport="ipc", ip=str(tmp_path / "kernel"),
+                                   connection_file=str(tmp_path / "kernel.json"))
+    manager.write_connection_file()
+    client = manager.client()
+    client.start_channels()
+    try:
+        for channel in (client.shell_channel, client.iopub_channel, client.stdin_channel, client.control_channel):
+            assert channel.socket.getsockopt(zmq.MAXMSGSIZE) == MAX_KERNEL_MESSAGE
+    finally:
+        client.stop_channels()
+        manager.cleanup_connection_file()

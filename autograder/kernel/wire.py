@@ -28,7 +28,7 @@ PLAIN_KINDS = frozenset("biufcUSmM")
 #: Deepest nesting of containers accepted (a deeper value is refused, not recursed into).
 MAX_DEPTH = 64
 #: Largest message accepted from the other side, in characters. The largest a course's test
-#: sends is under 5 MB (lesson 03's held-out observables, 40 000 events); a student's answer
+#: sends is 2.4 MB (lesson 03's held-out observables, 40 000 events); a student's answer
 #: (scores, weights, features) is smaller.
 MAX_MESSAGE = 32 * 2**20
 #: Most JSON values one message may hold. Parsing costs memory per value (a Python object each,

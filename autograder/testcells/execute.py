@@ -65,7 +65,7 @@ class BoundedKernelManager(AsyncKernelManager):
 
 
 class TrustedExecute(Execute):
-    """nbgrader's Execute, with the autograded test cells run in the grader (see the module)."""
+    """nbgrader's Execute, with the autograded test cells run in the grader (see the package)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", BoundedKernelManager)
