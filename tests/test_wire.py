@@ -146,10 +146,13 @@ def test_the_graders_kernel_clients_refuse_messages_over_the_limit(tmp_path):
                                    connection_file=str(tmp_path / "kernel.json"))
     manager.write_connection_file()
     client = manager.client()
-    client.start_channels()
     try:
-        for channel in (client.shell_channel, client.iopub_channel, client.stdin_channel, client.control_channel):
-            assert channel.socket.getsockopt(zmq.MAXMSGSIZE) == MAX_KERNEL_MESSAGE
+        for connect in (client.connect_shell, client.connect_iopub, client.connect_stdin, client.connect_control):
+            socket = connect()  # the sockets the client's channels make, without their threads
+            try:
+                assert socket.getsockopt(zmq.MAXMSGSIZE) == MAX_KERNEL_MESSAGE
+            finally:
+                socket.close(linger=0)
     finally:
-        client.stop_channels()
+        client.context.destroy(linger=0)
         manager.cleanup_connection_file()
