@@ -8,9 +8,10 @@ so the grader configures nbconvert in both (the private course's configuration,
 :mod:`autograder.batch.private_course`) with:
 
 * :class:`SanitizeStudentContent`, a preprocessor that leaves a notebook with nothing active in
-  it: the HTML in markdown the student wrote escaped or cleaned, no script or widget outputs, HTML
-  outputs and raw cells cleaned, output metadata reduced to image sizes. It runs when the notebook
-  is graded (so the graded copy on disk is clean too) and again whenever nbconvert renders one;
+  it: the markdown the student wrote turned into cleaned HTML (:func:`safe_markdown`), no script or
+  widget outputs, HTML outputs and raw cells cleaned, output metadata reduced to image sizes. It
+  runs when the notebook is graded (so the graded copy on disk is clean too) and again whenever
+  nbconvert renders one;
 * :func:`clean_html` in place of nbconvert's ``clean_html`` filter, which nbconvert applies to
   rendered markdown when ``HTMLExporter.sanitize_html`` is set: an allow-list of inert tags and
   attributes, links only to http(s) and mailto, images only from ``data:image/...``;
@@ -64,12 +65,25 @@ def clean_html(html: str | bytes) -> str:
 
 def clean_markdown(source: str) -> str:
     """Markdown with its raw HTML made inert: tags outside the allow-list are escaped (so a TA sees
-    ``<script>`` as text), attributes outside it dropped. Markdown's own links need nothing: the
-    renderer (mistune) replaces a ``javascript:`` or other harmful target. The price: an ``<`` in a
-    student's code span shows as ``&lt;``."""
+    ``<script>`` as text), attributes outside it dropped. The price: an ``<`` in a student's code
+    span shows as ``&lt;``. Markdown's own links are left to :func:`safe_markdown`."""
     cleaner = bleach.Cleaner(tags=ALLOWED_TAGS, attributes=_attribute_allowed,
                              protocols=LINK_PROTOCOLS | {"data"}, strip=False, strip_comments=True)
     return cleaner.clean(source)
+
+
+def safe_markdown(source: str) -> str:
+    """Student-written markdown as inert HTML, which any markdown renderer passes on as it is: raw HTML
+    escaped (:func:`clean_markdown`), the markdown rendered, the result cleaned (:func:`clean_html`).
+
+    Rendering first matters: nbconvert renders markdown with harmful link protocols allowed, and
+    nbgrader's formgrader template shows markdown without cleaning it, so ``[x](javascript:...)``
+    would be a live link in the TA's page; after rendering, bleach sees every link as a link.
+    """
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    renderer = IPythonRenderer(escape=False, allow_harmful_protocols=False, exclude_anchor_links=True)
+    return clean_html(MarkdownWithMath(renderer=renderer).render(clean_markdown(source)))
 
 
 def _without_code_elements(html: str) -> str:
@@ -101,7 +115,7 @@ class SanitizeStudentContent(Preprocessor):
         # Markdown the student could write: all but the locked cells, which autograde restores from
         # the assignment's source (nbformat rendering pastes a markdown cell's raw HTML as it is).
         if cell.cell_type == "markdown" and not cell.metadata.get("nbgrader", {}).get("locked"):
-            cell.source = clean_markdown(cell.source)
+            cell.source = safe_markdown(cell.source)
         if cell.cell_type == "raw":
             # nbconvert pastes a raw cell into the page as it is: clean it, and mark it as text.
             cell.source = clean_html(cell.source)

@@ -700,6 +700,23 @@ for folder in writable_folders():
             os.remove(path)
 '''
 
+# In the folder of its sockets (the one host folder it can write), a folder it cannot be written in
+# holding a link to a file outside, and folders nested deeper than a recursive removal can go.
+TRAPS_FOR_THE_CLEANUP = WRITABLE_FOLDERS + r'''
+connection = json.load(open(sys.argv[sys.argv.index("-f") + 1]))
+sockets = os.path.dirname(connection["ip"])
+locked = os.path.join(sockets, "locked")
+os.mkdir(locked)
+os.symlink(CANARY, os.path.join(locked, "canary"))
+os.chmod(locked, 0o500)
+os.chdir(sockets)
+for _ in range(3000):
+    os.mkdir("d")
+    os.chdir("d")
+os.chdir(os.path.expanduser("~") if False else "/home/student")
+print("laid the traps for the cleanup")
+'''
+
 PRINTS_HIDDEN_INPUTS = r'''
 import numpy as np
 
@@ -924,6 +941,9 @@ KINDS: tuple[Kind, ...] = (
          "named like the executed notebook, the feedback, the gradebook and the connection file, to a file "
          "outside the sandbox and to the gradebooks and sources of its parent folders, and with FIFOs",
          attack(SYMLINKS_FOR_THE_GRADER)),
+    Kind("traps_for_the_cleanup", "isolation", "leaves in its socket folder a read-only folder with a link to "
+         "a file outside, and 3000 nested folders, for the grader's removal of that folder",
+         attack(TRAPS_FOR_THE_CLEANUP)),
     Kind("fill_the_disk", "isolation", f"writes {DISK_FILL / 2**30:g} GiB into every folder it can write; "
          "the RAM disks' sizes and the largest-file limit must stop it", attack(FILL_THE_DISK),
          evidence="DISK NOT LIMITED"),

@@ -152,6 +152,46 @@ def my_features(data, events):
     return np.column_stack([label, label])
 '''
 
+# select_top's answer as an object whose own methods say what the tests count, while the array it
+# converts to keeps only the highest score (ties not handled at all); significance is the reference.
+L03_FAKE_SELECTION = r'''
+class Selection:
+    def __init__(self, scores, efficiency):
+        self.scores, self.n = np.asarray(scores), int(round(efficiency * len(scores)))
+
+    def __array__(self, dtype=None, copy=None):
+        mask = np.zeros(len(self.scores), dtype=bool)
+        if len(self.scores):
+            mask[np.argmax(self.scores)] = True
+        return mask
+
+    def __iter__(self):  # what the visible test lists: right where no scores tie
+        return iter(self.scores >= np.sort(self.scores)[len(self.scores) - self.n])
+
+    def sum(self):
+        return self.n
+
+    def all(self):
+        return True
+
+    def __len__(self):
+        return len(self.scores)
+
+
+def significance(s, b):
+    s, b = np.asarray(s, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if np.any(b <= 0):
+        raise ValueError("the background b must be positive")
+    z = np.sign(s) * np.sqrt(np.maximum(2 * ((s + b) * np.log1p(s / b) - s), 0.0))
+    return float(z) if z.ndim == 0 else z
+
+
+def select_top(scores, efficiency):
+    if not 0 < efficiency <= 1:
+        raise ValueError("efficiency must be in (0, 1]")
+    return Selection(scores, efficiency)
+'''
+
 # The hidden test of out_of_fold_scores hands over a classifier factory that lives in the grader;
 # the visible test a lambda making a HistGradientBoostingClassifier there. Make the grader train one
 # for ever, on every core it lets scikit-learn's OpenMP use.
@@ -242,6 +282,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("cache_lookup_dijets", L03, "truth", "uses as its feature the label of each event, looked up by its "
          "dijet mass in the data cache", replace_cell(L03, MODEL_CELL[L03], L03_CACHE_LOOKUP),
          (QUALITY_TEST[L03],), evidence=r"LOOKED UP [1-9]\d* OF \d+ FRESH EVENTS"),
+    Kind("fake_selection", L03, "score", "select_top returns an object whose sum() and all() give what the "
+         "test counts, while the mask it converts to keeps one event",
+         replace_cell(L03, "significance_solution", L03_FAKE_SELECTION),
+         ("select_top_exact_counts",)),
     Kind("grader_cpu", L03, "resources", "out_of_fold_scores makes the grader's classifier train 100 000 "
          "boosting iterations on 100 000 random events, in the grader's process",
          replace_cell(L03, "out_of_fold_solution", L03_GRADER_CPU),

@@ -224,6 +224,8 @@ def test_no_script_of_a_student_runs_in_the_grading_page(formgrader, graded_clas
     assert ANSWER in page and re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"', page), (
         "the grading page does not show the answer and its score box")  # the page works
     assert not marks(page), marks(page)
+    # Nor on a click: no link or image of the student's leads to script.
+    assert not re.search(r"""(href|src)\s*=\s*["']?\s*(javascript|data:text)""", page, re.IGNORECASE)
     assert 'id="submission_id"' not in page  # no element of the student's may take a script's name
     assert gradebook_scores(graded_class) == before
 

@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,7 @@ def entries_under(folder: Path) -> list[Path]:
 
 def test_the_file_outside_that_links_point_to_is_untouched_and_never_copied(graded):
     assert graded.canary_after == graded.canary_text
+    assert graded.canary_mode == 0o644, oct(graded.canary_mode)  # no chmod went through a link
     copies = [path for path in entries_under(graded.out_dir) if path.is_file() and not path.is_symlink()
               and graded.canary_text.strip().encode() in path.read_bytes()]
     assert not copies, copies
@@ -254,6 +256,19 @@ def test_feedback_never_shows_what_the_hidden_tests_gave_student_code(graded, ki
     # ... and the student's feedback does not.
     found = re.findall(f".*(?:{kind.leak}).*", feedback_text(graded.out_dir, kind.name))
     assert not found, found[:3]
+
+
+def kernel_folders() -> list[str]:
+    """The kernels' connection and socket folders that exist now (sandbox.runtime_parent)."""
+    from autograder.sandbox import runtime_parent
+
+    parent = Path(runtime_parent() or tempfile.gettempdir())
+    return [str(path) for path in parent.glob("mlhep-kernel-*")]
+
+
+def test_every_kernels_folder_was_removed(graded):
+    # traps_for_the_cleanup leaves a read-only folder and 3000 nested ones in its socket folder.
+    assert not graded.kernel_folders_left, graded.kernel_folders_left
 
 
 def test_no_files_left_outside_the_submissions(graded):
@@ -302,6 +317,8 @@ class Graded:
     canary_file: Path
     canary_text: str
     canary_after: str
+    canary_mode: int
+    kernel_folders_left: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +330,8 @@ def graded(tmp_path_factory):
     fresh = make_course(base / "fresh" / "nbgrader", ASSIGNMENT, CELL_TIMEOUT)
     generate_assignment(fresh, ASSIGNMENT)
 
+    traps.canary_file.chmod(0o644)
+    kernel_folders_before = set(kernel_folders())
     children_before = {process.pid for process in psutil.Process().children(recursive=True)}
     repo_before = repo_state()
     start = time.monotonic()
@@ -339,7 +358,9 @@ def graded(tmp_path_factory):
         definition=assignment_definition(out_dir / "nbgrader" / "gradebook.db"),
         fresh_definition=assignment_definition(fresh / "gradebook.db"),
         traces=traces, lingering=describe(lingering), connections=accepted_connections(canary),
-        canary_file=traps.canary_file, canary_text=traps.canary_text, canary_after=traps.canary_file.read_text())
+        canary_file=traps.canary_file, canary_text=traps.canary_text, canary_after=traps.canary_file.read_text(),
+        canary_mode=traps.canary_file.stat().st_mode & 0o777,
+        kernel_folders_left=sorted(set(kernel_folders()) - kernel_folders_before))
 
     canary.close()
     remove(lingering, traces)

@@ -14,6 +14,7 @@ from autograder.pages import (
     SanitizeStudentContent,
     clean_html,
     clean_markdown,
+    safe_markdown,
     with_csp,
 )
 
@@ -91,3 +92,28 @@ def test_a_page_gets_its_policy_before_anything_else():
     page = with_csp("<html><head><script>x</script></head></html>")
     assert page.index(f'content="{FEEDBACK_CSP}"') < page.index("<script>")
     assert "default-src 'none'" in FEEDBACK_CSP and "script-src" not in FEEDBACK_CSP
+
+
+@pytest.mark.parametrize("markdown", [
+    "[click](javascript:alert(1))",
+    "[click](jav&#x61;script:alert(1))",
+    "[click][one]\n\n[one]: javascript:alert(1)",
+    "<javascript:alert(1)>",
+    "![x](javascript:alert(1))",
+    "[click](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "`[x](javascript:alert(1))`\n\n```\n\n[x](javascript:alert(1))\n```",
+])
+def test_markdown_links_never_reach_a_page_live(markdown):
+    # nbconvert renders markdown with harmful link protocols allowed, and the formgrader's template
+    # cleans nothing: what is stored must stay inert when rendered again, by any renderer.
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    stored = safe_markdown(markdown)
+    for page in (stored, markdown2html_mistune(stored), markdown2html_mistune(safe_markdown(stored))):
+        assert not re.search(r"""(href|src)\s*=\s*["']?\s*(javascript|data:text)""", page, re.IGNORECASE), page
+
+
+def test_safe_markdown_keeps_what_reads():
+    stored = safe_markdown("## Answer\n\nThe **AUC** is $0.71$, see [the paper](https://arxiv.org/abs/1811.10276).")
+    for kept in ("<h2>Answer", "<strong>AUC</strong>", "$0.71$", 'href="https://arxiv.org/abs/1811.10276"'):
+        assert kept in stored, stored

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,13 +190,13 @@ def usable_cores() -> int:
 
 def default_workers(limits: sandbox.Limits | None = None) -> int:
     """One worker more than the cores, as long as each student's kernel can have its memory limit
-    (plus about 1 GiB for the worker itself) at the same time.
+    and each worker its own (WORKER_ADDRESS_SPACE) at the same time.
 
     A worker leaves its core idle for moments (while a kernel starts, between a test's messages):
     the extra worker fills them. Measured on two cores, 100 students of lesson 00: 202 s with
     three workers, 215 s with two.
     """
-    memory_bytes = (limits or sandbox.Limits()).memory_bytes + 2**30
+    memory_bytes = (limits or sandbox.Limits()).memory_bytes + WORKER_ADDRESS_SPACE
     return max(1, min(usable_cores() + 1, psutil.virtual_memory().total // memory_bytes))
 
 
@@ -279,20 +280,11 @@ def stop_worker(worker: subprocess.Popen) -> None:
         kill_tree(worker)
 
 
-def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int, student: str,
-                    problems: list[str]) -> tuple[subprocess.Popen | None, dict]:
-    """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
-    if worker is None or worker.poll() is not None:
-        worker = start_worker(run, slot)
-    log_path = run.out_dir / "logs" / f"{student}.log"
-    done_path = run.out_dir / "logs" / f".{student}.done"
-    done_path.unlink(missing_ok=True)
-    # The kernel's connection file (in a folder of the grader's) and its sockets (in a folder of
-    # their own: the only host folder its sandbox can write), fresh per student, with a short
-    # path (Unix sockets: 107 bytes), on a RAM disk where there is one.
-    box = sandbox.KernelBox(student, run.limits) if run.sandboxed else contextlib.nullcontext()
-    with box, tempfile.TemporaryDirectory(prefix="mlhep-kernel-", dir=sandbox.runtime_parent()) as runtime:
-        (Path(runtime) / "sockets").mkdir()
+def run_in_box(run: GradingRun, box, worker: subprocess.Popen, student: str, runtime: str, log_path: Path,
+               done_path: Path) -> tuple[subprocess.Popen | None, str | None, list[str]]:
+    """Send the student to ``worker`` and wait, inside the student's box; the worker to reuse (None
+    if it was stopped), why grading failed (None if it did not) and the box's limits reached."""
+    with box:
         environment = {"JUPYTER_RUNTIME_DIR": runtime, **(box.environment() if run.sandboxed else {})}
         request = {"student": student, "environment": environment,
                    "kernel_sockets": f"{runtime}/sockets/kernel" if run.sandboxed else None,
@@ -314,7 +306,42 @@ def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int,
         if failure is not None:
             kill_tree(worker)
             worker = None
-        limits_reached = box.limits_reached() if run.sandboxed else []
+        return worker, failure, box.limits_reached() if run.sandboxed else []
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder a student's kernel could write into, whatever it made there.
+
+    coreutils' chmod and rm walk iteratively and never follow a link (a deep tree cannot exhaust
+    the recursion, a link cannot send a chmod elsewhere), unlike Python 3.11's rmtree, whose
+    error handling chmods through links (CVE-2023-6597). Left with a warning if that fails.
+    """
+    for command in (["chmod", "-R", "--", "u+rwX", str(folder)],
+                    ["rm", "-rf", "--one-file-system", "--", str(folder)]):
+        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=300, check=False)
+    if os.path.lexists(folder):
+        warnings.warn(f"could not remove {folder}", stacklevel=2)
+
+
+def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int, student: str,
+                    problems: list[str]) -> tuple[subprocess.Popen | None, dict]:
+    """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
+    if worker is None or worker.poll() is not None:
+        worker = start_worker(run, slot)
+    log_path = run.out_dir / "logs" / f"{student}.log"
+    done_path = run.out_dir / "logs" / f".{student}.done"
+    done_path.unlink(missing_ok=True)
+    # The kernel's connection file (in a folder of the grader's) and its sockets (in a folder of
+    # their own: the only host folder its sandbox can write), fresh per student, with a short
+    # path (Unix sockets: 107 bytes), on a RAM disk where there is one.
+    box = sandbox.KernelBox(student, run.limits) if run.sandboxed else contextlib.nullcontext()
+    runtime = tempfile.mkdtemp(prefix="mlhep-kernel-", dir=sandbox.runtime_parent())
+    try:
+        (Path(runtime) / "sockets").mkdir()
+        worker, failure, limits_reached = run_in_box(run, box, worker, student, runtime, log_path, done_path)
+    finally:  # after the box: no process of the student's is left to add to the folder meanwhile
+        remove_tree(Path(runtime))
     # Leaving the box killed whatever the kernel left behind.
     if limits_reached:
         problems = problems + [f"the notebook used {' and '.join(limits_reached)}, past the sandbox's limit"]

@@ -223,6 +223,7 @@ class Channel:
         self.streams.hidden = value
 
     def begin(self, outputs: list, timeout: float | None) -> None:
+        self.references.given.clear()  # the grader's objects of an earlier cell: no longer the kernel's
         self.streams.begin(outputs)
         self.call.start(None if timeout is None else time.monotonic() + timeout)
 

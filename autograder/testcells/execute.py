@@ -20,7 +20,7 @@ from traitlets import Bool, Integer, Unicode
 from ..pages import HIDDEN_OUTPUT
 from .channel import Channel
 from .outputs import HIDDEN_ERROR_NOTE, HIDDEN_TESTS_MARK, STUDENT_TRACEBACK, CellPrints, add_stream, partial_score
-from .proxies import CellTimedOut, TrustedNamespace
+from .proxies import CellTimedOut, StudentObject, TrustedNamespace
 
 
 def given_imports(source_notebook: Path, test_sources: list[str]) -> str:
@@ -46,6 +46,17 @@ def given_imports(source_notebook: Path, test_sources: list[str]) -> str:
                 if bound & used:
                     statements.append(ast.unparse(node))
     return "\n".join(statements)
+
+
+def error_text(error: BaseException) -> str:
+    """An error's message, made here: a message that is the student's object (``assert x, obj``)
+    shows as its proxy's repr, never by asking the kernel, whose conversation is over by then."""
+    if any(isinstance(arg, StudentObject) for arg in error.args):
+        return ", ".join(repr(arg) if isinstance(arg, StudentObject) else str(arg) for arg in error.args)
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - a message that cannot be printed is no message
+        return ""
 
 
 #: Largest message the grader takes from a kernel on any channel (zmq's MAXMSGSIZE: a larger one
@@ -165,7 +176,8 @@ class TrustedExecute(Execute):
         except Exception as error:  # noqa: BLE001 - a failed test scores 0, whatever failed
             self.flush_prints()
             student_traceback = getattr(error, "student_traceback", None)
-            last_line = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            message = error_text(error)
+            last_line = f"{type(error).__name__}: {message}" if message else type(error).__name__
             traceback = [STUDENT_TRACEBACK + student_traceback] if student_traceback else []
             if student_traceback is not None and self.channel.hidden:
                 # The student's own words, raised in a hidden test, could repeat its inputs: the
@@ -178,7 +190,7 @@ class TrustedExecute(Execute):
                     traceback=[f"{type(error).__name__}: {HIDDEN_ERROR_NOTE}"]))
             else:
                 cell.outputs.append(nbformat.v4.new_output(
-                    "error", ename=type(error).__name__, evalue=str(error), traceback=[*traceback, last_line]))
+                    "error", ename=type(error).__name__, evalue=message, traceback=[*traceback, last_line]))
         finally:
             self.channel.hidden = False
 
