@@ -717,6 +717,40 @@ os.chdir(os.path.expanduser("~") if False else "/home/student")
 print("laid the traps for the cleanup")
 '''
 
+# The functions keep the sizes of what they are given, and a cell of the student's own, last in
+# the notebook, prints them all: after the hidden tests, it would show what they passed.
+KEEPS_HIDDEN_INPUTS = r'''
+import numpy as np
+
+KEPT = []
+
+def count_objects(objects, kind):
+    objects = np.asarray(objects)
+    KEPT.append(len(objects))
+    if kind not in ("met", "electron", "muon", "jet"):
+        raise ValueError(f"unknown kind {kind}")
+    first, last = {"met": (0, 1), "electron": (1, 5), "muon": (5, 9), "jet": (9, 19)}[kind]
+    return (objects[:, first:last, 0] > 0).sum(axis=1)
+
+def dijet_mass(objects):
+    objects = np.asarray(objects, dtype=np.float64)
+    KEPT.append(len(objects))
+    mass = np.full(len(objects), np.nan)
+    two = (objects[:, 9, 0] > 0) & (objects[:, 10, 0] > 0)
+    pt1, pt2 = objects[two, 9, 0], objects[two, 10, 0]
+    deta, dphi = objects[two, 9, 1] - objects[two, 10, 1], objects[two, 9, 2] - objects[two, 10, 2]
+    mass[two] = np.sqrt(2 * pt1 * pt2 * (np.cosh(deta) - np.cos(dphi)))
+    return mass
+'''
+
+
+def write_keeps_hidden_inputs(folder: Path, traps: Traps) -> None:
+    attack(KEEPS_HIDDEN_INPUTS, defines_functions=True)(folder, traps)
+    notebook = read(folder / NOTEBOOK)
+    notebook.cells.append(nbformat.v4.new_code_cell('print("KEPT" + f" BY the functions: {KEPT}")'))
+    save(notebook, folder)
+
+
 PRINTS_HIDDEN_INPUTS = r'''
 import numpy as np
 
@@ -954,6 +988,11 @@ KINDS: tuple[Kind, ...] = (
          # The hidden tests hand count_objects 50, 3, 0 and 1 events and dijet_mass 200, 4 and 0 (the
          # visible tests 2, the notebook's own cells its 10 000).
          leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT of dijet_mass: (?:200|4|0) events"),
+    Kind("keeps_hidden_inputs", "integrity", "count_objects and dijet_mass keep the sizes of their inputs, and "
+         "a last cell of its own prints them", write_keeps_hidden_inputs, max_score=FULL_MARKS,
+         partial_credit="both functions are right; they only keep what they are given",
+         # The hidden tests hand over 50, 3, 0, 1 and 200 events; the notebook's last cell runs first.
+         evidence=r"KEPT BY the functions: .*\b(?:50|200)\b"),
     Kind("kernelspec_python3", "isolation", "asks for the plain `python3` kernel, then writes markers outside "
          "and copies the repository's solution", with_kernelspec("python3")(ESCAPE),
          evidence="FOUND THE REFERENCE SOLUTION"),

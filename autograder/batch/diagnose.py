@@ -24,6 +24,7 @@ ERROR_NOTES = {
                     "notebook's code interfered with grading",
     "OutputLimitExceeded": "the cell printed more than the output limit and was stopped",
     "StudentError": "the notebook's code raised an error",
+    "HiddenTestsNotRun": "the notebook stopped before its end, so its hidden tests did not run",
     "ScoreError": "the score the test computed from the notebook's results was not a finite number "
                   "in range (for example the results were NaN), which counts 0",
 }

@@ -19,7 +19,15 @@ from traitlets import Bool, Integer, Unicode
 
 from ..pages import HIDDEN_OUTPUT
 from .channel import Channel
-from .outputs import HIDDEN_ERROR_NOTE, HIDDEN_TESTS_MARK, STUDENT_TRACEBACK, CellPrints, add_stream, partial_score
+from .outputs import (
+    HIDDEN_ERROR_NOTE,
+    HIDDEN_NOT_RUN,
+    HIDDEN_TESTS_MARK,
+    STUDENT_TRACEBACK,
+    CellPrints,
+    add_stream,
+    partial_score,
+)
 from .proxies import CellTimedOut, StudentObject, TrustedNamespace
 
 
@@ -107,6 +115,7 @@ class TrustedExecute(Execute):
         self.channel = Channel(self)
         self.namespace = TrustedNamespace(self.channel)
         self.pending_prints: list[tuple[str, str]] = []
+        self.deferred: list[tuple] = []  # hidden tests waiting for the notebook's last cell
         self.flood: dict[int, int] = {}
         source_notebook = Path(self.source_root) / info["assignment"] / f"{info['notebook']}.ipynb"
         imports = given_imports(source_notebook, list(self.test_sources.values()))
@@ -126,37 +135,57 @@ class TrustedExecute(Execute):
         if (cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
                 and grade_id in self.test_sources):
             self.run_test_cell(cell, self.test_sources[grade_id], self.points.get(grade_id, 0.0))
-            return cell, resources
-        return super().preprocess_cell(cell, resources, index)
+        else:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        if index == len(self.nb.cells) - 1:  # the notebook's last cell: the kernel is still up
+            self.run_hidden_tests()
+        return cell, resources
 
     def run_test_cell(self, cell, source: str, points: float) -> None:
         """Run a test cell's source (from the gradebook) here, against the student's kernel.
 
-        The statements from ``### BEGIN HIDDEN TESTS`` on run with the channel marking what the
-        student's code prints as said during hidden tests, and an error of the student's code
-        raised there is marked too: the feedback leaves both out (feedback.HideHiddenTests), since
-        student code can print the hidden tests' inputs.
+        The visible tests run now. The hidden tests (from ``### BEGIN HIDDEN TESTS`` on) run after
+        the notebook's last cell (:meth:`run_hidden_tests`), so no later cell of the student's can
+        print what its functions kept of their inputs; what the student's code prints or raises
+        while they run is marked, and the feedback leaves it out (feedback.HideHiddenTests).
         """
         cell.outputs = []
         cell.execution_count = None
+        tree = ast.parse(source)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        hidden_line = next((number for number, line in enumerate(source.splitlines(), 1)
+                            if line.strip() == HIDDEN_TESTS_MARK), None)
+        visible = [node for node in tree.body if hidden_line is None or node.lineno < hidden_line]
+        hidden = tree.body[len(visible):]
+        if last is not None and hidden_line is not None and last.lineno > hidden_line:
+            hidden_last, last = last, None
+        else:
+            hidden_last = None
+        passed = self.run_statements(cell, visible, last, points, hidden=False)
+        if passed and (hidden or hidden_last is not None):
+            # Until they have run, the cell fails: a notebook that stops first earns no hidden points.
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename="HiddenTestsNotRun", evalue=HIDDEN_NOT_RUN, traceback=[HIDDEN_NOT_RUN]))
+            self.deferred.append((cell, hidden, hidden_last, points))
+
+    def run_hidden_tests(self) -> None:
+        """The hidden tests of every test cell whose visible tests passed, after the last cell."""
+        deferred, self.deferred = self.deferred, []
+        for cell, statements, last, points in deferred:
+            cell.outputs = [output for output in cell.outputs if output.get("evalue") != HIDDEN_NOT_RUN]
+            self.run_statements(cell, statements, last, points, hidden=True)
+
+    def run_statements(self, cell, statements: list, last, points: float, hidden: bool) -> bool:
+        """Run some of a test cell's statements, and its last expression (its score) if given, into
+        the cell's outputs; False if they failed (the error is among the outputs)."""
         self.pending_prints = []
-        self.channel.hidden = False
+        self.channel.hidden = hidden
         try:
-            tree = ast.parse(source)
-            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-            hidden_line = next((number for number, line in enumerate(source.splitlines(), 1)
-                                if line.strip() == HIDDEN_TESTS_MARK), None)
-            visible = [node for node in tree.body if hidden_line is None or node.lineno < hidden_line]
-            hidden = tree.body[len(visible):]
             with contextlib.redirect_stdout(CellPrints(self, "stdout")), \
                     contextlib.redirect_stderr(CellPrints(self, "stderr")), warnings.catch_warnings():
                 self.channel.begin(cell.outputs, self._get_timeout(cell))
                 try:
-                    exec(compile(ast.Module(visible, type_ignores=[]), "<test cell>", "exec"), self.namespace)
-                    self.flush_prints()
-                    self.channel.hidden = bool(hidden) or (hidden_line is not None and last is not None
-                                                           and last.lineno > hidden_line)
-                    exec(compile(ast.Module(hidden, type_ignores=[]), "<test cell>", "exec"), self.namespace)
+                    exec(compile(ast.Module(statements, type_ignores=[]), "<test cell>", "exec"), self.namespace)
                     value = None
                     if last is not None:
                         value = eval(compile(ast.Expression(last.value), "<test cell>", "eval"), self.namespace)
@@ -168,6 +197,7 @@ class TrustedExecute(Execute):
                 finally:
                     self.flush_prints()
                     self.channel.end()
+            return True
         except CellTimedOut:
             self.flush_prints()
             cell.outputs.append(nbformat.v4.new_output(
@@ -179,7 +209,7 @@ class TrustedExecute(Execute):
             message = error_text(error)
             last_line = f"{type(error).__name__}: {message}" if message else type(error).__name__
             traceback = [STUDENT_TRACEBACK + student_traceback] if student_traceback else []
-            if student_traceback is not None and self.channel.hidden:
+            if student_traceback is not None and hidden:
                 # The student's own words, raised in a hidden test, could repeat its inputs: the
                 # error says only where it came from, and its text goes where the feedback drops it.
                 cell.outputs.append(nbformat.v4.new_output(
@@ -193,6 +223,7 @@ class TrustedExecute(Execute):
                     "error", ename=type(error).__name__, evalue=message, traceback=[*traceback, last_line]))
         finally:
             self.channel.hidden = False
+        return False
 
     def flush_prints(self) -> None:
         for name, text in self.pending_prints:

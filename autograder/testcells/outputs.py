@@ -21,6 +21,7 @@ STUDENT_TRACEBACK = "In your code:\n"
 #: The line of a test cell's source after which its tests are hidden from students (nbgrader's).
 HIDDEN_TESTS_MARK = "### BEGIN HIDDEN TESTS"
 HIDDEN_ERROR_NOTE = "raised by your code while the hidden tests ran (its message is not shown)"
+HIDDEN_NOT_RUN = "the hidden tests did not run: the notebook stopped before its end"
 HIDDEN_STDERR_NOTE = ("[your code wrote to stderr while the hidden tests ran; not shown here, since it "
                       "could repeat their inputs]\n")
 
