@@ -20,11 +20,11 @@ its own:
 
 The hidden tests of a cell run after the notebook's last cell, so no later cell of the student's
 can show what its functions kept of their inputs. Assertions, scores of quality tests and the
-truth labels of held-out data never leave the grader. A test cell's outputs are built here: its prints, the student's printed
-output during the calls (stdout and stderr, as before), and its result or error. Nothing
-else the kernel sends during a test cell reaches the notebook, so a forged result cannot
-earn points. The rest of nbgrader (gradebook, partial credit, feedback, formgrader) is
-unchanged.
+truth labels of held-out data never leave the grader. A test cell's outputs are built here: its
+prints, the student's printed output during the calls (stdout and stderr, as before), and its
+result or error. Nothing else the kernel sends during a test cell reaches the notebook, so a
+forged result cannot earn points. The rest of nbgrader (gradebook, partial credit, feedback,
+formgrader) is unchanged.
 
 Its modules: :mod:`~autograder.testcells.execute` (the preprocessor that nbgrader runs),
 :mod:`~autograder.testcells.channel` (the conversation with the kernel),
