@@ -21,6 +21,8 @@ so the grader configures nbconvert in both (the private course's configuration,
 
 from __future__ import annotations
 
+import functools
+
 import bleach
 from nbconvert.preprocessors import Preprocessor
 from traitlets import default
@@ -57,19 +59,23 @@ def clean_html(html: str | bytes) -> str:
     """``html`` with every tag, attribute and link target outside the allow-lists removed
     (elements that carry code, such as ``script`` and ``style``, go with their content)."""
     html = html.decode() if isinstance(html, bytes) else str(html)
-    cleaner = bleach.Cleaner(tags=ALLOWED_TAGS, attributes=_attribute_allowed,
-                             protocols=LINK_PROTOCOLS | {"data"}, strip=True, strip_comments=True)
     # bleach keeps the text of a tag it strips: take script and style elements out whole first.
-    return cleaner.clean(_without_code_elements(html))
+    return _cleaner(strip=True).clean(_without_code_elements(html))
 
 
 def clean_markdown(source: str) -> str:
     """Markdown with its raw HTML made inert: tags outside the allow-list are escaped (so a TA sees
     ``<script>`` as text), attributes outside it dropped. The price: an ``<`` in a student's code
     span shows as ``&lt;``. Markdown's own links are left to :func:`safe_markdown`."""
-    cleaner = bleach.Cleaner(tags=ALLOWED_TAGS, attributes=_attribute_allowed,
-                             protocols=LINK_PROTOCOLS | {"data"}, strip=False, strip_comments=True)
-    return cleaner.clean(source)
+    return _cleaner(strip=False).clean(source)
+
+
+@functools.cache
+def _cleaner(strip: bool) -> bleach.Cleaner:
+    """The allow-lists' cleaner, built once per process (it builds an HTML parser): ``strip`` drops
+    tags outside the allow-list, else they are escaped."""
+    return bleach.Cleaner(tags=ALLOWED_TAGS, attributes=_attribute_allowed, protocols=LINK_PROTOCOLS | {"data"},
+                          strip=strip, strip_comments=True)
 
 
 def safe_markdown(source: str) -> str:

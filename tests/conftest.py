@@ -1,5 +1,8 @@
 """Fixtures shared by the test modules."""
 
+from pathlib import Path
+
+import nbformat
 import pytest
 
 #: The held-out seed of the grading tests that are not about it: fixed, so that the grader's cache
@@ -12,3 +15,16 @@ def data_dir(tmp_path, monkeypatch):
     """An empty data cache for one test (MLHEP_DATA_DIR)."""
     monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def graded_outputs(out_dir: Path, student: str) -> str:
+    """Everything the cells of the student's graded notebook printed, displayed or raised ('' if
+    it has none): the text that hostile tests search for evidence of an attack."""
+    texts = []
+    for path in sorted((out_dir / "nbgrader" / "autograded" / student).rglob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                texts.append(output.get("text", ""))
+                texts += [str(value) for value in output.get("data", {}).values()]
+                texts += [output.get("evalue", ""), *output.get("traceback", [])]
+    return "\n".join(texts)

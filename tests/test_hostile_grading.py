@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
+from conftest import graded_outputs
 from hostile import ASSIGNMENT, FULL_MARKS, HONEST_SCORES, KINDS, Traps, write_class
 from nbgrader.api import Gradebook
 
@@ -84,16 +84,6 @@ def read_csv(path: Path) -> dict[str, dict]:
     with open(path, newline="") as file:
         return {row["student"]: row for row in csv.DictReader(file)}
 
-
-def graded_outputs(out_dir: Path, student: str) -> str:
-    """Everything the cells of the student's graded notebook printed or displayed ('' if it has none)."""
-    texts = []
-    for path in sorted((out_dir / "nbgrader" / "autograded" / student).rglob("*.ipynb")):
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                texts.append(output.get("text", ""))
-                texts += [str(value) for value in output.get("data", {}).values()]
-    return "\n".join(texts)
 
 
 def lingering_processes(traps: Traps, base: Path, children_before: set[int]) -> list[psutil.Process]:

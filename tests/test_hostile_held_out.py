@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import re
 
-import nbformat
 import pytest
+from conftest import graded_outputs
 from hostile_held_out import KINDS, LESSONS, write_class
 from nbgrader.api import Gradebook
 
@@ -41,16 +41,6 @@ def graded(tmp_path_factory):
         results[lesson] = ({row["student"]: row for row in rows}, base / "out")
     return results
 
-
-def graded_outputs(out_dir, student: str) -> str:
-    texts = []
-    for path in sorted((out_dir / "nbgrader" / "autograded" / student).rglob("*.ipynb")):
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                texts.append(output.get("text", ""))
-                texts += [str(value) for value in output.get("data", {}).values()]
-                texts += [output.get("evalue", ""), *output.get("traceback", [])]
-    return "\n".join(texts)
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
