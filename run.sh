@@ -9,24 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-# The lecture defaults and the CI scale of the cms_ad dataset (see course/ and tests/), and the
-# held-out sample of lesson 01's quality test outside grading (the solution notebooks run by the
-# tests; its public seed is mlhep.held_out.PUBLIC_SEEDS). A grading run makes its own, from a seed
-# of its own, in the grader's cache.
-LECTURE_EVENTS=100000
-EXERCISE_EVENTS=10000
-HELD_OUT_EVENTS=5000
-HELD_OUT_SEED=2024
-# The same for the reweighting dataset of lesson 02.
-REWEIGHTING_LECTURE_EVENTS=200000
-REWEIGHTING_EXERCISE_EVENTS=20000
-REWEIGHTING_HELD_OUT_EVENTS=10000
-REWEIGHTING_HELD_OUT_SEED=2025
-# Lesson 03 (dijet_resonance): lecture, exercise / CI scale, and the public held-out sample.
-RESONANCE_LECTURE_EVENTS=400000
-RESONANCE_EXERCISE_EVENTS=40000
-RESONANCE_HELD_OUT_EVENTS=40000
-RESONANCE_HELD_OUT_SEED=2026
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.11 python3 python; do
@@ -93,17 +75,8 @@ setup() {
         --display-name "Python (mlhep course)" >/dev/null
 }
 
-fetch() {  # fetch DATASET N [SEED]: N events from the offline source, into the cache
-    "$VENV/bin/python" -m data_fetch fetch "$1" --source pythia --n-events "$2" --seed "${3:-0}"
-}
-
-fetch_ci_data() {  # what the exercises (their own defaults) and the tests (CI scale) need
-    fetch cms_ad "$EXERCISE_EVENTS"
-    fetch cms_ad "$HELD_OUT_EVENTS" "$HELD_OUT_SEED"
-    fetch reweighting "$REWEIGHTING_EXERCISE_EVENTS"
-    fetch reweighting "$REWEIGHTING_HELD_OUT_EVENTS" "$REWEIGHTING_HELD_OUT_SEED"
-    fetch dijet_resonance "$RESONANCE_EXERCISE_EVENTS"
-    fetch dijet_resonance "$RESONANCE_HELD_OUT_EVENTS" "$RESONANCE_HELD_OUT_SEED"
+fetch_course() {  # fetch_course SCALE: every sample of the manifest (data_fetch/manifest.py) at SCALE
+    "$VENV/bin/python" -m data_fetch fetch-course --scale "$1" --source pythia
 }
 
 command=${1:-}
@@ -111,14 +84,11 @@ case "$command" in
     setup) setup ;;
     course)
         setup
-        fetch_ci_data
-        fetch cms_ad "$LECTURE_EVENTS"
-        fetch reweighting "$REWEIGHTING_LECTURE_EVENTS"
-        fetch dijet_resonance "$RESONANCE_LECTURE_EVENTS"
+        fetch_course lecture
         "$VENV/bin/python" -m mlhep.build --source pythia ;;
     test)
         setup
-        fetch_ci_data
+        fetch_course ci
         shift
         "$VENV/bin/python" -m pytest "$@" ;;
     lab)

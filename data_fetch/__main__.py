@@ -1,4 +1,5 @@
-"""Command line: ``python -m data_fetch list | info NAME | fetch NAME ... | benchmark NAME ...``."""
+"""Command line: ``python -m data_fetch list | info NAME | fetch NAME ... | fetch-course --scale S | manifest |
+benchmark NAME ...``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 import sys
 
-from . import dataset
+from . import dataset, manifest
 from .errors import DataFetchError
 from .registry import get_spec
 
@@ -22,6 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("--source", default="auto", choices=dataset.SOURCES)
     p_fetch.add_argument("--n-events", type=int, default=None)
     p_fetch.add_argument("--seed", type=int, default=0)
+    p_course = sub.add_parser("fetch-course", help="produce every sample the course needs at one scale "
+                              "(data_fetch/manifest.py)")
+    p_course.add_argument("--scale", required=True, choices=tuple(manifest.SCALES),
+                          help="lecture: what `bash run.sh course` runs; ci: what the tests run")
+    p_course.add_argument("--lesson", default=None, help="only this lesson's samples (e.g. 01)")
+    p_course.add_argument("--source", default="pythia", choices=dataset.SOURCES)
+    sub.add_parser("manifest", help="the course's samples: dataset, role, size, seed, notebooks")
     p_bench = sub.add_parser("benchmark", help="offline generation vs a bare Pythia loop")
     p_bench.add_argument("name")
     p_bench.add_argument("--n-events", type=int, default=2000)
@@ -38,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
             data = dataset.load(args.name, n_events=args.n_events, seed=args.seed, source=args.source)
             print(data)
             print(json.dumps(data.metadata, indent=1))
+        elif args.command == "fetch-course":
+            fetched = manifest.fetch_course(args.scale, args.lesson, source=args.source)
+            print(f"{len(fetched)} samples ready for the {args.scale} scale")
+        elif args.command == "manifest":
+            for entry in manifest.SAMPLES:
+                seed = "drawn" if entry.seed is None else entry.seed
+                print(f"{entry.dataset:16s} {entry.role:9s} {entry.n_events:>8d}  seed {seed!s:5s}  "
+                      f"{', '.join(entry.used_by)}")
         elif args.command == "benchmark":
             from . import pythia_source
 

@@ -11,6 +11,8 @@ all their truth labels, must stay out of the student's reach:
 * **Anywhere else** (the test suite running a solution notebook, an author trying a hidden test) the
   same call loads the sample with a fixed public seed from the ordinary data cache.
 
+The sizes of the samples are in the course's manifest (``data_fetch.manifest``), with the stand-in seeds.
+
 The secret is the seed: with it, anyone could generate the same events with Pythia and look up
 their labels, so it never enters a kernel, and the samples made from it never lie where one can read.
 """
@@ -22,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 import data_fetch
-from data_fetch import Dataset
+from data_fetch import Dataset, manifest
 
-#: Seeds of the held-out samples outside grading (public: they are in the course's source).
-PUBLIC_SEEDS = {"cms_ad": 2024, "reweighting": 2025, "dijet_resonance": 2026}
+#: Seeds of the held-out samples outside grading (public: they are in the course's manifest).
+PUBLIC_SEEDS = manifest.STAND_IN_SEEDS
 #: Arrays that are not observables: the truth, and the generator's event weight (which in cms_ad is
 #: exactly 1 for the signal alone). A student's code never gets them with held-out events.
 NOT_FEATURES = ("label", "process", "weight")
@@ -52,13 +54,16 @@ def _grading_seed() -> int:
     return _grading["seed"]
 
 
-def held_out_sample(name: str, n_events: int, source: str = "auto") -> Dataset:
-    """``n_events`` fresh events of dataset ``name`` for a hidden test, with their labels.
+def held_out_sample(name: str, n_events: int | None = None, source: str = "auto") -> Dataset:
+    """``n_events`` fresh events of dataset ``name`` for a hidden test, with their labels (by default
+    as many as the manifest's held-out sample of ``name`` holds).
 
     In a grading run: the grader's sample for this run (generated offline with Pythia, whatever
     ``source`` says, since the students' kernels had no network either). Elsewhere: the sample
     with the public seed, from ``source``.
     """
+    if n_events is None:
+        n_events = manifest.held_out_size(name)
     if _grading is not None:
         return data_fetch.load(name, n_events=n_events, seed=_grading_seed(), source="pythia",
                                progress=False, cache_dir=_grading["cache_dir"])

@@ -6,10 +6,12 @@ range ``(low, high)`` or an exact value. Ranges come from measured runs at CI sc
 A notebook found by glob without an entry here fails the test: add its expectations.
 """
 
-# The CI-scale samples: .ci/run (via `bash run.sh test`) produces them before the tests.
-CMS_AD_CI = {"n_events": 10_000, "seed": 0, "source": "pythia"}
-REWEIGHTING_CI = {"n_events": 20_000, "seed": 0, "source": "pythia"}
-DIJET_RESONANCE_CI = {"n_events": 40_000, "seed": 0, "source": "pythia"}
+from data_fetch import manifest
+
+# The CI-scale samples of the manifest: .ci/run (via `bash run.sh test`) produces them before the tests.
+CMS_AD_CI = manifest.ci_parameters("cms_ad")  # 10 000 events, seed 0
+REWEIGHTING_CI = manifest.ci_parameters("reweighting")  # 20 000
+DIJET_RESONANCE_CI = manifest.ci_parameters("dijet_resonance")  # 40 000
 
 EXPECTATIONS = {
     "course/00_getting_started.ipynb": {

@@ -3,14 +3,13 @@ Fast: nothing here generates events (test_hostile_held_out.py grades with them).
 
 from __future__ import annotations
 
-import re
-
+import nbformat
 import numpy as np
 import pytest
 
 from autograder.batch.held_out import held_out_samples, prepare_held_out
-from autograder.course import REPO_ROOT, UsageError, find_assignments
-from data_fetch import Dataset
+from autograder.course import REPO_ROOT, AutograderError, UsageError, find_assignments
+from data_fetch import Dataset, manifest
 from mlhep import held_out
 
 
@@ -23,15 +22,31 @@ def grading_mode():
 
 def test_the_grader_finds_the_samples_each_assignment_tests_with():
     found = {assignment: held_out_samples(assignment) for assignment in find_assignments()}
+    # The sizes are the manifest's (the hidden tests name the dataset only): 5 000, 10 000, 40 000.
     assert found == {"00_getting_started": [], "01_autoencoder_anomaly_detection": [("cms_ad", 5000)],
                      "02_likelihood_ratio_reweighting": [("reweighting", 10000)],
                      "03_cwola_hunting": [("dijet_resonance", 40000)]}
 
 
-def test_run_sh_prepares_the_public_samples_with_the_public_seeds():
+def test_the_grader_refuses_a_held_out_call_it_cannot_read(tmp_path, monkeypatch):
+    import autograder.batch.held_out as grader_side
+
+    assignment = tmp_path / "99_lesson"
+    assignment.mkdir()
+    for call in ('held_out_sample(name)', 'held_out_sample("no_such_dataset")',
+                 'held_out_sample("cms_ad", n_events=size)'):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"held_out = {call}")])
+        nbformat.write(notebook, assignment / "99_lesson.ipynb")
+        monkeypatch.setattr(grader_side, "SOLUTIONS_DIR", tmp_path)
+        with pytest.raises(AutograderError, match="literal dataset name of the manifest"):
+            held_out_samples("99_lesson")
+
+
+def test_run_sh_prepares_the_public_samples_from_the_manifest():
+    # run.sh holds no sizes or seeds of its own: fetch-course reads them from the manifest.
     script = (REPO_ROOT / "run.sh").read_text()
-    seeds = {int(seed) for seed in re.findall(r"^\w*HELD_OUT_SEED=(\d+)$", script, flags=re.MULTILINE)}
-    assert seeds == set(held_out.PUBLIC_SEEDS.values())
+    assert "fetch-course --scale" in script and "--n-events" not in script and "--seed" not in script
+    assert held_out.PUBLIC_SEEDS is manifest.STAND_IN_SEEDS
 
 
 def test_the_graders_cache_must_be_out_of_the_sandboxs_sight(tmp_path, monkeypatch):

@@ -26,8 +26,11 @@ def grader_cache_dir() -> Path:
 
 
 def held_out_samples(assignment: str) -> list[tuple[str, int]]:
-    """(dataset, n_events) of every ``held_out_sample("NAME", n_events=N)`` call in the assignment's
-    test cells (found in their source, so the tests alone say what the grader must prepare)."""
+    """(dataset, n_events) of every ``held_out_sample("NAME"[, n_events=N])`` call in the assignment's
+    test cells (found in their source, so the tests alone say what the grader must prepare; without
+    ``n_events``, the size of the manifest's held-out sample of NAME)."""
+    from data_fetch import DataFetchError, manifest  # numpy: only when a run needs samples
+
     found = set()
     for path in sorted((SOLUTIONS_DIR / assignment).glob("*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:
@@ -40,10 +43,14 @@ def held_out_samples(assignment: str) -> list[tuple[str, int]]:
                                  "n_events": node.args[1] if len(node.args) > 1 else None}
                     arguments.update({keyword.arg: keyword.value for keyword in node.keywords})
                     try:
-                        found.add((ast.literal_eval(arguments["name"]), ast.literal_eval(arguments["n_events"])))
-                    except (ValueError, TypeError) as error:
+                        name = ast.literal_eval(arguments["name"])
+                        n_events = (manifest.held_out_size(name) if arguments["n_events"] is None
+                                    else ast.literal_eval(arguments["n_events"]))
+                    except (ValueError, TypeError, DataFetchError) as error:
                         raise AutograderError(f"{path.name}: held_out_sample must be called with a literal "
-                                              f"dataset name and n_events ({error})") from None
+                                              f"dataset name of the manifest and a literal n_events, if any "
+                                              f"({error})") from None
+                    found.add((name, n_events))
     return sorted(found)
 
 
