@@ -4,11 +4,16 @@
 #                        run every lecture and solution notebook at lecture scale -> build/
 #   bash run.sh test     set up, generate the CI-scale data, run the test suite
 #   bash run.sh lab      set up and open JupyterLab on the course
-#   bash run.sh setup    only create .venv (Python 3.11) and register the `mlhep` kernel
+#   bash run.sh setup    only create .venv (Python 3.11) from requirements.lock, register the `mlhep` kernel
+#   bash run.sh lock     after a change of pins in pyproject.toml: resolve requirements.lock again
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
+# The installer of the lock file (from PyPI; pip installs it into the environment).
+UV_VERSION=0.13.9
+# The lock is resolved for the machines the course runs on: Linux x86-64 with Python 3.11.
+LOCK_PLATFORM=x86_64-manylinux_2_28
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.11 python3 python; do
@@ -62,13 +67,15 @@ setup() {
         rm -rf "$VENV"
         "$python" -m venv "$VENV"
     fi
-    # Reinstall only when the pinned requirements changed.
+    # Reinstall only when the pins or the lock changed. The lock pins the whole environment, with the
+    # hash of every file, and uv refuses a file whose hash differs.
     stamp="$VENV/.installed-from"
-    want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "== installing the course environment into $VENV (a few minutes the first time)"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e .
+        echo "== installing the course environment into $VENV from requirements.lock (a few minutes the first time)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+        "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --require-hashes -r requirements.lock
+        "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
         echo "$want" > "$stamp"
     fi
     "$VENV/bin/python" -m ipykernel install --sys-prefix --name mlhep \
@@ -91,10 +98,15 @@ case "$command" in
         fetch_course ci
         shift
         "$VENV/bin/python" -m pytest "$@" ;;
+    lock)
+        setup
+        "$VENV/bin/uv" pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+            --python-platform "$LOCK_PLATFORM" --custom-compile-command "bash run.sh lock" -o requirements.lock
+        echo "requirements.lock resolved again; run \`bash run.sh setup\` to install it" ;;
     lab)
         setup
         exec "$VENV/bin/jupyter" lab ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
         exit 2 ;;
 esac
