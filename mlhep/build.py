@@ -3,7 +3,8 @@
     python -m mlhep.build [--out build] [--only PATTERN] [--source pythia]
 
 Executed copies go to ``build/notebooks/``; the figures each notebook recorded are collected in
-``build/summary.md`` and ``build/summary.json``. Notebooks run at their lecture defaults.
+``build/summary.md`` and ``build/summary.json``. Notebooks run at their lecture defaults. Then
+the executed lectures become a static website in ``build/site/`` (see :mod:`mlhep.site`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.md").write_text(table)
     print(table)
     print(f"executed notebooks in {args.out / 'notebooks'}; summary in {args.out / 'summary.md'}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    site_ok = True
+    try:  # after the summary, and reported apart: a site that fails to build hides no notebook's failure
+        from .site import build_site
+
+        start = time.perf_counter()
+        index = build_site(args.out / "notebooks", rows, args.out / "site")
+        print(f"static site in {index.parent} (open {index}; {time.perf_counter() - start:.1f} s to build)")
+    except Exception as exc:
+        site_ok = False
+        print(f"the static site could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)
+    failed = [r["notebook"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 0 if not failed and site_ok else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ import pytest
 TEST_HELD_OUT_SEED = 7
 
 
+@pytest.fixture(scope="session")
+def executed_notebooks(tmp_path_factory) -> Path:
+    """The notebooks this session executed, each at its repository-relative path (``course/...``,
+    ``solutions/...``) as ``build/notebooks/`` holds them: test_notebooks.py writes them, and
+    test_site.py (which runs after it) builds the site from them instead of running them again."""
+    return tmp_path_factory.mktemp("executed-notebooks")
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """An empty data cache for one test (MLHEP_DATA_DIR)."""

@@ -25,8 +25,9 @@ from jupyter_client.kernelspec import KernelSpec
 from autograder import sandbox
 from autograder.course import REPO_ROOT
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
-                                reason="bubblewrap is installed by `bash run.sh setup`")
+pytestmark = [pytest.mark.grading,  # starts kernels in the sandbox
+              pytest.mark.skipif(shutil.which("bwrap") is None,
+                                 reason="bubblewrap is installed by `bash run.sh setup`")]
 
 #: Small limits for the hostile tests. Measured here: an idle kernel runs 14 tasks (bwrap twice,
 #: the kernel's threads) in 37 MiB; with numpy imported, 15 tasks.
