@@ -144,7 +144,7 @@ class SanitizeStudentContent(Preprocessor):
         if "metadata" in output:
             # nbconvert writes an image's width and height into the <img> tag unquoted: numbers only.
             # The grader's own mark (what student code said during hidden tests) stays for the feedback.
-            kept = {}
+            kept: dict[str, object] = {}
             for mime, values in dict(output["metadata"]).items():
                 if mime == HIDDEN_OUTPUT and type(values) is str:
                     kept[mime] = values

@@ -48,7 +48,7 @@ def grading() -> bool:
 
 
 def _grading_seed() -> int:
-    if _grading["seed"] is None:
+    if _grading is None or _grading["seed"] is None:
         raise RuntimeError("this grading run prepared no held-out samples: the grader finds them in the "
                            "test cells' held_out_sample calls, which must name the dataset and n_events literally")
     return _grading["seed"]

@@ -402,23 +402,6 @@ def test_cli_exits_with_2_and_no_traceback(tmp_path):
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_exchange_folder_gives_each_students_latest_submission(tmp_path):
-    from autograder.batch.submissions import find_students
-
-    inbound = tmp_path / "exchange" / "mlhep" / "inbound"
-    for name in ("alice+00_getting_started+2026-11-20 10:00:00.000000 UTC+a1b2",
-                 "alice+00_getting_started+2026-11-21 09:00:00.000000 UTC+c3d4",
-                 "alice+01_autoencoder_anomaly_detection+2026-11-22 09:00:00.000000 UTC",
-                 "bob+00_getting_started+2026-11-19 08:00:00.000000 UTC"):
-        (inbound / name).mkdir(parents=True)
-    for given in (tmp_path / "exchange", tmp_path / "exchange" / "mlhep", inbound):
-        found = find_students(given, "00_getting_started")
-        assert sorted(found) == ["alice", "bob"], given
-        assert found["alice"].name.startswith("alice+00_getting_started+2026-11-21"), "the latest one"
-    with pytest.raises(UsageError, match="no submissions of 02_likelihood_ratio_reweighting"):
-        find_students(tmp_path / "exchange", "02_likelihood_ratio_reweighting")
-
-
 def test_the_private_gradebook_is_the_one_nbgrader_makes(tmp_path, monkeypatch):
     """make_course makes the gradebook without nbgrader's `alembic heads` subprocess: same schema, same version."""
     from nbgrader.api import Gradebook

@@ -39,13 +39,17 @@ def held_out_samples(assignment: str) -> list[tuple[str, int]]:
             for node in ast.walk(ast.parse(cell.source)):
                 if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
                         == "held_out_sample"):
-                    arguments = {"name": node.args[0] if node.args else None,
-                                 "n_events": node.args[1] if len(node.args) > 1 else None}
+                    arguments: dict[str | None, ast.expr | None] = {
+                        "name": node.args[0] if node.args else None,
+                        "n_events": node.args[1] if len(node.args) > 1 else None}
                     arguments.update({keyword.arg: keyword.value for keyword in node.keywords})
+                    name_node, size_node = arguments["name"], arguments["n_events"]
                     try:
-                        name = ast.literal_eval(arguments["name"])
-                        n_events = (manifest.held_out_size(name) if arguments["n_events"] is None
-                                    else ast.literal_eval(arguments["n_events"]))
+                        if name_node is None:
+                            raise ValueError("no dataset name")
+                        name = ast.literal_eval(name_node)
+                        n_events = (manifest.held_out_size(name) if size_node is None
+                                    else ast.literal_eval(size_node))
                     except (ValueError, TypeError, DataFetchError) as error:
                         raise AutograderError(f"{path.name}: held_out_sample must be called with a literal "
                                               f"dataset name of the manifest and a literal n_events, if any "

@@ -173,7 +173,7 @@ def loads(text: str, resolve: Callable[[dict], Any]) -> dict:
         raise WireError(f"not JSON: {error}") from None
     if type(raw) is not dict or type(raw.get("op")) is not str:
         raise WireError("a message is an object with an 'op'")
-    message = {}
+    message: dict[str, Any] = {}
     for key, value in raw.items():
         if key in ("op", "name", "type", "message", "traceback"):
             if type(value) is not str:

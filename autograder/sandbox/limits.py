@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,7 +251,7 @@ class KernelBox:
 
     def processes(self) -> set[int]:
         """Ids (in the grader's view) of the processes in the student's cgroups."""
-        pids = set()
+        pids: set[int] = set()
         for group in set(self.cgroups.values()):
             pids.update(int(pid) for pid in _read(group / "cgroup.procs").split())
         pids.discard(os.getpid())  # the grader is never in there; be sure it is never killed
@@ -346,7 +347,7 @@ def _lower_rlimit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def enter_limits(environment: dict[str, str]) -> None:
+def enter_limits(environment: Mapping[str, str]) -> None:
     """In the launcher: join the student's cgroups given by the box, or set the rlimits instead.
 
     The worker that starts the kernel limits its own address space with a soft limit

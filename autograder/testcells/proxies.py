@@ -180,7 +180,8 @@ def student_exception(message: dict) -> BaseException:
     kind = FORWARDED_ERRORS.get(message.get("type", ""))
     text = message.get("message", "")
     error = StudentError(f"{message.get('type', 'Error')}: {text}") if kind is None else kind(text)
-    error.student_traceback = str(message.get("traceback", ""))
+    # An attribute of the instance: builtin exceptions (ValueError, ...) declare none.
+    error.student_traceback = str(message.get("traceback", ""))  # type: ignore[union-attr]
     return error
 
 
