@@ -96,3 +96,9 @@ def test_installed_versions_match_the_lock():
 
 def test_python_is_3_11():
     assert sys.version_info[:2] == (3, 11)
+
+
+def test_the_version_is_the_changelogs_newest():
+    newest = re.search(r"^## (\d+\.\d+\.\d+)", (REPO / "CHANGELOG.md").read_text(), re.M)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert newest and newest.group(1) == project, "add a section for this version to CHANGELOG.md"
