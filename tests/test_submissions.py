@@ -82,6 +82,30 @@ def test_exchange_folder_gives_each_students_latest_submission(tmp_path):
         find_students(tmp_path / "exchange", "02_likelihood_ratio_reweighting")
 
 
+def test_a_student_folder_shaped_like_an_exchange_is_one_student_among_the_others(tmp_path):
+    # mallory hands in a folder with an inbound/ of fake exchange submissions, one in alice's name:
+    # the class folder is still a folder of students, and alice's own submission is the one graded.
+    student(tmp_path / "alice")
+    fake = tmp_path / "mallory" / "inbound" / "alice+00_getting_started+2099-01-01 00:00:00.000000 UTC"
+    student(fake, notebook="{}")
+    for shape in ((), ("outbound",), ("outbound", "feedback")):
+        for extra in shape:
+            (tmp_path / "mallory" / extra).mkdir(exist_ok=True)
+        found = find_students(tmp_path, ASSIGNMENT)
+        assert found == {"alice": tmp_path / "alice", "mallory": tmp_path / "mallory"}, shape
+    # A class of one, mallory alone: still her folder, not an exchange.
+    assert find_students(tmp_path / "mallory" / "..", ASSIGNMENT)["alice"] == tmp_path / "mallory" / ".." / "alice"
+
+
+def test_an_exchange_with_several_courses_asks_which(tmp_path):
+    for course in ("mlhep", "other_course"):
+        (tmp_path / "exchange" / course / "inbound" / "bob+00_getting_started+2026-11-19 08:00:00 UTC").mkdir(
+            parents=True)
+    with pytest.raises(UsageError, match="holds several courses .mlhep, other_course.: give the course's folder"):
+        find_students(tmp_path / "exchange", ASSIGNMENT)
+    assert list(find_students(tmp_path / "exchange" / "mlhep", ASSIGNMENT)) == ["bob"]
+
+
 def test_the_latest_submission_wins_whichever_nbgrader_version_named_it(tmp_path):
     # Older nbgrader names a submission STUDENT+ASSIGNMENT+TIMESTAMP, newer ones add +RANDOM:
     # the timestamp alone decides, across both forms.
@@ -181,6 +205,18 @@ def test_a_linked_assignment_folder_is_not_followed(tmp_path):
     dest = tmp_path / "dest"
     problems = copy_submission(tmp_path / "mallory", dest, ASSIGNMENT)
     assert problems == [f"no notebook named {NOTEBOOK} in the submission"]
+    assert list(dest.iterdir()) == []
+
+
+def test_a_linked_student_folder_is_not_followed_to_its_assignment_folder(tmp_path):
+    # mallory's folder is a link to a classmate's, whose notebook is in a folder named like the
+    # assignment: the link is in the middle of the path, and still nothing is read through it.
+    student(tmp_path / "elsewhere" / "classmate" / ASSIGNMENT)
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "mallory").symlink_to(tmp_path / "elsewhere" / "classmate", target_is_directory=True)
+    dest = tmp_path / "dest"
+    problems = copy_submission(tmp_path / "class" / "mallory", dest, ASSIGNMENT)
+    assert problems == [f"{NOTEBOOK} was not graded: the submission's folder is a symbolic link"]
     assert list(dest.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,11 @@ def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[
     ``inbound/`` folder, whose ``STUDENT+ASSIGNMENT+TIMESTAMP[+...]`` folders hold what students
     submitted with ``nbgrader submit``. From the exchange, each student's latest submission of
     ``assignment`` is graded.
+
+    Which of the two a folder is depends on the folders the grader is given, never on what one
+    student's folder holds: a course is a folder holding nothing but nbgrader's ``inbound``,
+    ``outbound`` and ``feedback``, and an exchange root one holding nothing but courses. A student
+    folder with an ``inbound`` of its own is one student among the others.
     """
     if not submissions_dir.is_dir():
         raise UsageError(f"the submissions folder {submissions_dir} does not exist")
@@ -50,14 +56,36 @@ def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[
 EXCHANGE_SUBMISSION = re.compile(r"^(?P<student>[^+]+)\+(?P<assignment>[^+]+)\+(?P<timestamp>[^+]+)(\+[^+]*)?$")
 
 
+#: What nbgrader's exchange puts in a course's folder.
+EXCHANGE_COURSE_ENTRIES = {"inbound", "outbound", "feedback"}
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    return [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+
+
+def _is_exchange_course(folder: Path) -> bool:
+    """A course of nbgrader's exchange: an ``inbound`` folder and nothing nbgrader would not put there."""
+    inbound = folder / "inbound"
+    return (inbound.is_dir() and not inbound.is_symlink()
+            and all(entry.name in EXCHANGE_COURSE_ENTRIES for entry in _visible_entries(folder)))
+
+
 def exchange_inbound(folder: Path) -> Path | None:
-    """The ``inbound`` folder if ``folder`` is an nbgrader exchange, a course in it, or the folder itself."""
-    candidates = [folder] + [folder / "inbound"] + [course / "inbound" for course in folder.iterdir()
-                                                    if course.is_dir() and folder.name != "inbound"]
-    for candidate in candidates:
-        if candidate.name == "inbound" and candidate.is_dir():
-            return candidate
-    return None
+    """The ``inbound`` folder if ``folder`` is an nbgrader exchange, a course in it, or the folder itself
+    (None: a folder of student folders). An exchange with several courses is a UsageError: name one."""
+    if folder.name == "inbound":
+        return folder
+    if _is_exchange_course(folder):
+        return folder / "inbound"
+    entries = [entry for entry in _visible_entries(folder) if entry.is_dir()]
+    if not entries or not all(not entry.is_symlink() and _is_exchange_course(entry) for entry in entries):
+        return None
+    if len(entries) > 1:
+        courses = ", ".join(sorted(entry.name for entry in entries))
+        raise UsageError(f"the exchange {folder} holds several courses ({courses}): give the course's folder, "
+                         f"e.g. {entries[0]}")
+    return entries[0] / "inbound"
 
 
 #: Largest notebook accepted (the course's notebooks are well under 1 MB without outputs).
@@ -65,34 +93,57 @@ MAX_NOTEBOOK_BYTES = 64 * 2**20
 MAX_FEEDBACK_BYTES = 256 * 2**20
 
 
-def read_regular_file(folder: Path, name: str, max_bytes: int) -> bytes:
-    """The bytes of ``folder/name``, read without following a symbolic link anywhere on the way.
+def open_folder(root: Path, parts: Sequence[str]) -> int:
+    """A descriptor of the folder ``root/parts[0]/parts[1]/...``, each part opened without following
+    a symbolic link (``root`` is the grader's). OSError with a plain-words ``strerror`` for a link."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in parts:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                                dir_fd=fd)
+            except OSError as error:
+                if error.errno == errno.ELOOP or (error.errno == errno.ENOTDIR and stat.S_ISLNK(
+                        os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)):
+                    raise OSError(error.errno, "the submission's folder is a symbolic link") from None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_file(folder: Path, name: str, max_bytes: int, root: Path | None = None) -> bytes:
+    """The bytes of ``folder/name``, read without following a symbolic link anywhere below ``root``
+    (default: ``folder``'s parent, whose own path the grader chose).
 
     Raises OSError (with a plain-words ``strerror``) for a link, a special file (a FIFO, a
     device) or a file over ``max_bytes``: a submission is the student's files, never what they
     point to.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    root = folder.parent if root is None else root
+    directory = open_folder(root, folder.relative_to(root).parts)
     try:
-        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise OSError(error.errno, "the submission's folder is a symbolic link") from None
-        raise
-    try:
-        try:
-            fd = os.open(name, flags, dir_fd=directory)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise OSError(error.errno, "it is a symbolic link, not a file") from None
-            raise
-        with open(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise OSError(errno.EINVAL, "it is not a regular file")
-            data = file.read(max_bytes + 1)
+        return _read_in(directory, name, max_bytes)
     finally:
         os.close(directory)
+
+
+def _read_in(directory: int, name: str, max_bytes: int) -> bytes:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags, dir_fd=directory)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(error.errno, "it is a symbolic link, not a file") from None
+        raise
+    with open(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        data = file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise OSError(errno.EFBIG, f"it is larger than {max_bytes // 2**20} MB")
     return data
@@ -100,9 +151,12 @@ def read_regular_file(folder: Path, name: str, max_bytes: int) -> bytes:
 
 def submission_folder(folder: Path, assignment: str) -> Path:
     """The folder holding the notebooks: the student's, or its subfolder named like the assignment
-    (a real folder, not a link)."""
-    inner = folder / assignment
-    return inner if inner.is_dir() and not inner.is_symlink() else folder
+    if that is a real folder (no link on the way, the student's folder included)."""
+    try:
+        os.close(open_folder(folder.parent, [folder.name, assignment]))
+    except OSError:
+        return folder
+    return folder / assignment
 
 
 def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
@@ -113,6 +167,7 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
     would copy them on into the feedback). Notebooks nbgrader cannot read are left out too.
     Returns the problems found, in plain words (an empty list when there are none).
     """
+    root = folder.parent  # the grader's: the submissions folder or the exchange's inbound
     folder = submission_folder(folder, assignment)
     dest.mkdir(parents=True, exist_ok=True)
     problems = []
@@ -120,9 +175,14 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
     for name in names:
         path = dest / name
         try:
-            path.write_bytes(read_regular_file(folder, name, MAX_NOTEBOOK_BYTES))
+            path.write_bytes(read_regular_file(folder, name, MAX_NOTEBOOK_BYTES, root=root))
         except FileNotFoundError:
-            others = sorted(p.name for p in folder.glob("*.ipynb") if p.name not in names)
+            listing = open_folder(root, folder.relative_to(root).parts)
+            try:
+                others = sorted(entry for entry in os.listdir(listing) if entry.endswith(".ipynb")
+                                and entry not in names)
+            finally:
+                os.close(listing)
             found = f" (found: {', '.join(others)})" if others else ""
             problems.append(f"no notebook named {name} in the submission{found}")
             continue
