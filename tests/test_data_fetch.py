@@ -1,29 +1,24 @@
-"""data_fetch: the cms_ad layout, the offline Pythia source, the cache and the command line."""
+"""data_fetch: the cms_ad layout and physics, the offline source's benchmark, and the cache's handling
+of failures (the same for every dataset).
 
-import dataclasses
+The checks every dataset passes (schema, labels, seeds, cache keys, load(), sources, bad input, the
+command line) are in test_datasets.py, with cms_ad's sample sizes in dataset_helpers.DATASETS.
+"""
 
 import awkward as ak
 import numpy as np
 import pytest
+from dataset_helpers import fake_produce, generated
 
 import data_fetch
 from data_fetch import cache, cms_ad, pythia_source
-from data_fetch.__main__ import main as cli
 from data_fetch.registry import CMS_AD
-
-SMALL = 60  # events: every process gets at least one task (42 QCD, 4 W, 2 Z, 12 graviton)
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")
 def small_sample():
-    arrays, metadata = pythia_source.produce(CMS_AD, SMALL, seed=3, progress=False, workers=1)
-    return arrays, metadata
+    """60 events from seed 3 (dataset_helpers.DATASETS): every process gets at least one task."""
+    return generated("cms_ad")
 
 
 # ----------------------------------------------------------------- layout
@@ -47,28 +42,7 @@ def test_build_objects_orders_selects_and_pads():
     assert np.all(table[1, 10:] == 0)
 
 
-# ----------------------------------------------------------------- Pythia source
-
-def test_plan_covers_every_event_with_the_process_fractions():
-    tasks = pythia_source.plan_tasks(CMS_AD, 1001, seed=0)
-    assert sum(t.n_events for t in tasks) == 1001
-    per_process = {}
-    for t in tasks:
-        per_process[t.process.name] = per_process.get(t.process.name, 0) + t.n_events
-    assert per_process == {"qcd": 701, "wjets": 70, "zjets": 30, "graviton_ww": 200}
-    assert len({t.seed for t in tasks}) == len(tasks), "every task needs its own seed"
-
-
-def test_generated_arrays_follow_the_schema(small_sample):
-    arrays, metadata = small_sample
-    assert set(arrays) == set(CMS_AD.schema)
-    for name, schema in CMS_AD.schema.items():
-        assert arrays[name].dtype == np.dtype(schema.dtype), name
-        assert arrays[name].shape == tuple(SMALL if d == "n" else d for d in schema.shape), name
-    assert (arrays["label"] == 1).sum() == 12 and set(np.unique(arrays["process"])) == {0, 1, 2, 3}
-    assert np.array_equal(arrays["label"] == 1, arrays["process"] == 3)
-    assert 0 < metadata["fraction_of_time_in_pythia"] <= 1
-
+# ----------------------------------------------------------------- generated events
 
 def test_generated_objects_are_physical(small_sample):
     objects = small_sample[0]["objects"]
@@ -90,56 +64,7 @@ def test_generated_objects_are_physical(small_sample):
     assert 600 < np.median(objects[signal, 9, 0]) < 1400
 
 
-def test_same_seed_same_events_whatever_the_number_of_workers(small_sample):
-    arrays, _ = pythia_source.produce(CMS_AD, SMALL, seed=3, progress=False, workers=2)
-    for name in arrays:
-        np.testing.assert_array_equal(arrays[name], small_sample[0][name], err_msg=name)
-
-
-def test_different_seed_different_events(small_sample):
-    arrays, _ = pythia_source.produce(CMS_AD, SMALL, seed=4, progress=False, workers=1)
-    assert not np.array_equal(arrays["objects"], small_sample[0]["objects"])
-
-
-def test_cache_key_covers_every_setting(monkeypatch):
-    def key(spec=CMS_AD, n=100, seed=0):
-        return cache.cache_key(pythia_source.cache_description(spec, n, seed))
-
-    base = key()
-    assert key(n=101) != base and key(seed=1) != base
-    monkeypatch.setitem(pythia_source.DETECTOR, "jet_radius", 0.5)
-    assert key() != base, "a detector setting must change the key"
-    monkeypatch.undo()
-    qcd = CMS_AD.processes[0]
-    qcd_without_mpi = dataclasses.replace(qcd, pythia_settings=qcd.pythia_settings + ("PartonLevel:MPI = off",))
-    changed = dataclasses.replace(CMS_AD, processes=(qcd_without_mpi,) + CMS_AD.processes[1:])
-    assert key(changed) != base, "a Pythia setting must change the key"
-
-
-# ----------------------------------------------------------------- load() and the cache
-
-def fake_produce(spec, n_events, seed, progress=True):
-    rng = np.random.default_rng(seed)
-    return ({"objects": rng.random((n_events, 19, 3), dtype=np.float32),
-             "label": np.zeros(n_events, np.int8), "process": np.zeros(n_events, np.int8),
-             "weight": np.ones(n_events, np.float32)}, {"generator": "fake"})
-
-
-def test_load_caches_and_serves_from_the_cache(data_dir, monkeypatch, capsys):
-    monkeypatch.setattr(pythia_source, "produce", fake_produce)
-    first = data_fetch.load("cms_ad", n_events=50, seed=1, source="pythia")
-    assert "source 'pythia'" in capsys.readouterr().out, "load() must say which source it used"
-    files = list((data_dir / "datasets").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npz"
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("the second load must come from the cache")
-
-    monkeypatch.setattr(pythia_source, "produce", must_not_run)
-    second = data_fetch.load("cms_ad", n_events=50, seed=1, source="pythia")
-    np.testing.assert_array_equal(first["objects"], second["objects"])
-    assert second.metadata["cache_key"] == first.metadata["cache_key"]
-
+# ----------------------------------------------------------------- the cache when things go wrong
 
 def test_a_damaged_cache_entry_is_replaced(data_dir, monkeypatch, capsys):
     monkeypatch.setattr(pythia_source, "produce", fake_produce)
@@ -175,21 +100,6 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "no partial file may remain"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(name="cms_add"), "unknown dataset 'cms_add'"),
-    (dict(source="cern"), "unknown source 'cern'"),
-    (dict(n_events=0), "n_events must be a positive integer"),
-    (dict(n_events=-5), "n_events must be a positive integer"),
-    (dict(n_events=2.5), "n_events must be a positive integer"),
-    (dict(seed=-1), "seed must be a non-negative integer"),
-])
-def test_bad_arguments_give_clear_errors(data_dir, kwargs, message):
-    arguments = {"name": "cms_ad", "n_events": 10, "source": "pythia", **kwargs}
-    with pytest.raises(data_fetch.DataFetchError, match=message):
-        data_fetch.load(arguments.pop("name"), **arguments)
-    assert not data_dir.exists() or not list(data_dir.rglob("*.npz"))
-
-
 def test_unwritable_cache_says_what_to_do(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -199,29 +109,9 @@ def test_unwritable_cache_says_what_to_do(tmp_path, monkeypatch):
         data_fetch.load("cms_ad", n_events=10, source="pythia")
 
 
-# ----------------------------------------------------------------- command line
+# ----------------------------------------------------------------- benchmark
 
-def test_cli_list_and_info(capsys):
-    assert cli(["list"]) == 0
-    assert "cms_ad" in capsys.readouterr().out
-    assert cli(["info", "cms_ad"]) == 0
-    out = capsys.readouterr().out
-    assert "objects" in out and "(pT [GeV], eta, phi)" in out
-
-
-def test_cli_errors_exit_2(capsys, data_dir):
-    assert cli(["info", "nope"]) == 2
-    assert "unknown dataset 'nope'" in capsys.readouterr().err
-    assert cli(["fetch", "cms_ad", "--source", "pythia", "--n-events", "0"]) == 2
-    assert "n_events must be a positive integer" in capsys.readouterr().err
-
-
-def test_cli_fetch_uses_the_cache(capsys, data_dir, monkeypatch):
-    monkeypatch.setattr(pythia_source, "produce", fake_produce)
-    assert cli(["fetch", "cms_ad", "--source", "pythia", "--n-events", "20", "--seed", "2"]) == 0
-    assert "20 events" in capsys.readouterr().out
-
-
+@pytest.mark.perf
 def test_benchmark_compares_with_a_bare_pythia_loop():
     # Measured on 2 cores, 3000 events: bare Pythia 127 ev/s, full pipeline 92 ev/s (ratio 0.73).
     # The pipeline adds particle extraction, clustering and smearing, so the ratio is below 1;
