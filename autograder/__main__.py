@@ -17,36 +17,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     release_cmd = commands.add_parser(
-        "release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)")
-    release_cmd.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
-                             help="folders of solutions/ to release (default: all)")
-    release_cmd.add_argument("--release-dir", metavar="DIR",
-                             help="write the released assignments here instead of exercises/")
+        "release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)"
+    )
+    release_cmd.add_argument(
+        "assignments", nargs="*", metavar="ASSIGNMENT", help="folders of solutions/ to release (default: all)"
+    )
+    release_cmd.add_argument(
+        "--release-dir", metavar="DIR", help="write the released assignments here instead of exercises/"
+    )
 
     grade_cmd = commands.add_parser("grade", help="autograde a class's submissions of an assignment")
     grade_cmd.add_argument("assignment", metavar="ASSIGNMENT", help="a folder of solutions/")
-    grade_cmd.add_argument("submissions_dir", metavar="SUBMISSIONS_DIR",
-                           help="one folder per student, named by the student id")
-    grade_cmd.add_argument("--out", metavar="OUT_DIR",
-                           help="where grades.csv, feedback/ and logs/ go (default: SUBMISSIONS_DIR-graded)")
-    grade_cmd.add_argument("--cell-timeout", type=float, default=300, metavar="S",
-                           help="seconds a cell may run before it is interrupted (default: 300)")
-    grade_cmd.add_argument("--notebook-timeout", type=float, default=900, metavar="S",
-                           help="seconds one student's grading may take before it is stopped (default: 900)")
-    grade_cmd.add_argument("--workers", type=int, default=None, metavar="N",
-                           help="students graded at the same time (default: the cores plus one, as memory allows)")
-    grade_cmd.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
-                           help="memory of each student's kernel, in GiB (default: 4)")
-    grade_cmd.add_argument("--held-out-seed", type=int, default=None, metavar="N",
-                           help="seed of the held-out events the quality tests judge with (default: drawn "
-                                "at random for this run and recorded in OUT_DIR/held_out.json; give it to "
-                                "grade again on the same events). Keep it from the students")
-    grade_cmd.add_argument("--unsafe-no-sandbox", action="store_true",
-                           help="run the notebooks without the bubblewrap sandbox: they can then read the "
-                                "hidden tests and change the gradebook (only for notebooks you trust)")
+    grade_cmd.add_argument(
+        "submissions_dir", metavar="SUBMISSIONS_DIR", help="one folder per student, named by the student id"
+    )
+    grade_cmd.add_argument(
+        "--out",
+        metavar="OUT_DIR",
+        help="where grades.csv, feedback/ and logs/ go (default: SUBMISSIONS_DIR-graded)",
+    )
+    grade_cmd.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=300,
+        metavar="S",
+        help="seconds a cell may run before it is interrupted (default: 300)",
+    )
+    grade_cmd.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=900,
+        metavar="S",
+        help="seconds one student's grading may take before it is stopped (default: 900)",
+    )
+    grade_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="students graded at the same time (default: the cores plus one, as memory allows)",
+    )
+    grade_cmd.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="memory of each student's kernel, in GiB (default: 4)",
+    )
+    grade_cmd.add_argument(
+        "--held-out-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of the held-out events the quality tests judge with (default: drawn "
+        "at random for this run and recorded in OUT_DIR/held_out.json; give it to "
+        "grade again on the same events). Keep it from the students",
+    )
+    grade_cmd.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run the notebooks without the bubblewrap sandbox: they can then read the "
+        "hidden tests and change the gradebook (only for notebooks you trust)",
+    )
 
     formgrader_cmd = commands.add_parser(
-        "formgrader", help="grade the written answers by hand in nbgrader's formgrader, on grade's output")
+        "formgrader", help="grade the written answers by hand in nbgrader's formgrader, on grade's output"
+    )
     formgrader_cmd.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of `grade` (its --out)")
     formgrader_cmd.add_argument("--port", type=int, metavar="N", help="port to serve on (default: a free one)")
     formgrader_cmd.add_argument("--no-browser", action="store_true", help="only print the address to open")
@@ -78,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             submissions = Path(args.submissions_dir).resolve()
             out_dir = args.out or submissions.parent / f"{submissions.name}-graded"
-            grade(args.assignment, args.submissions_dir, out_dir,
-                  cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-                  sandboxed=not args.unsafe_no_sandbox, workers=args.workers, limits=limits(args),
-                  held_out_seed=args.held_out_seed)
+            grade(
+                args.assignment,
+                args.submissions_dir,
+                out_dir,
+                cell_timeout=args.cell_timeout,
+                notebook_timeout=args.notebook_timeout,
+                sandboxed=not args.unsafe_no_sandbox,
+                workers=args.workers,
+                limits=limits(args),
+                held_out_seed=args.held_out_seed,
+            )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from .batch.private_course import COURSE_ID
 from .batch.run import default_workers, usable_cores
 from .course import COURSE_CONFIG, EXERCISES_DIR, SOLUTIONS_DIR, check_assignment, run_nbgrader
 
-PLAIN_CONFIG = '''\
+PLAIN_CONFIG = """\
 c = get_config()  # noqa: F821
 load_subconfig({course_config!r})  # noqa: F821
 c.CourseDirectory.root = {root!r}
@@ -39,15 +39,18 @@ c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = {course_id!r}
 c.Execute.timeout = {cell_timeout}
-'''
+"""
 
 
 def make_class(submissions: Path, assignment: str, n_students: int) -> None:
     """``n_students`` folders: even ones hand in the reference solution, odd ones the untouched exercise."""
     for index in range(n_students):
         source = SOLUTIONS_DIR if index % 2 == 0 else EXERCISES_DIR
-        shutil.copytree(source / assignment, submissions / f"student{index:03d}",
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        shutil.copytree(
+            source / assignment,
+            submissions / f"student{index:03d}",
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        )
 
 
 def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout: float) -> tuple[float, dict]:
@@ -55,16 +58,20 @@ def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout:
     from nbgrader.api import Gradebook
 
     shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment)
-    (root / "nbgrader_config.py").write_text(PLAIN_CONFIG.format(
-        course_config=str(COURSE_CONFIG), root=str(root), course_id=COURSE_ID, cell_timeout=round(cell_timeout)))
+    (root / "nbgrader_config.py").write_text(
+        PLAIN_CONFIG.format(
+            course_config=str(COURSE_CONFIG), root=str(root), course_id=COURSE_ID, cell_timeout=round(cell_timeout)
+        )
+    )
     result = run_nbgrader(["generate_assignment", assignment, "--force"], cwd=root)
     if result.returncode != 0:
         sys.exit(f"nbgrader generate_assignment failed:\n{result.output}")
     for student in submissions.iterdir():
         shutil.copytree(student, root / "submitted" / student.name / assignment)
     start = time.perf_counter()
-    result = run_nbgrader(["autograde", assignment, "--create", "--force"], cwd=root,
-                          log_path=root / "autograde.log")
+    result = run_nbgrader(
+        ["autograde", assignment, "--create", "--force"], cwd=root, log_path=root / "autograde.log"
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"plain nbgrader autograde failed (see {root / 'autograde.log'})")
@@ -73,12 +80,25 @@ def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout:
     return seconds, scores
 
 
-def timed_grade(submissions: Path, assignment: str, out_dir: Path, workers: int,
-                cell_timeout: float) -> tuple[float, dict]:
+def timed_grade(
+    submissions: Path, assignment: str, out_dir: Path, workers: int, cell_timeout: float
+) -> tuple[float, dict]:
     """Seconds for ``python -m autograder grade`` on the class (a new process, as a grader runs it)."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "autograder", "grade", assignment, str(submissions), "--out", str(out_dir),
-               "--workers", str(workers), "--cell-timeout", str(cell_timeout)]
+    command = [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        assignment,
+        str(submissions),
+        "--out",
+        str(out_dir),
+        "--workers",
+        str(workers),
+        "--cell-timeout",
+        str(cell_timeout),
+    ]
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
@@ -101,8 +121,9 @@ def kernel_start_seconds(sandboxed: bool, repeats: int) -> float:
             start = time.perf_counter()
             if sandboxed:  # the connection file apart from the sockets' folder, as the grader makes them
                 os.makedirs(f"{runtime}/sockets", exist_ok=True)
-                manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel",
-                                        connection_file=f"{runtime}/kernel.json")
+                manager = KernelManager(
+                    transport="ipc", ip=f"{runtime}/sockets/kernel", connection_file=f"{runtime}/kernel.json"
+                )
                 manager._kernel_spec = KernelSpec.from_resource_dir(str(spec_dir))
                 box = sandbox.KernelBox("benchmark")
             else:
@@ -119,42 +140,58 @@ def kernel_start_seconds(sandboxed: bool, repeats: int) -> float:
     return sum(seconds) / len(seconds)
 
 
-def run(assignment: str, n_students: int, workers: int, kernel_starts: int, cell_timeout: float,
-        work_dir: Path) -> dict:
+def run(
+    assignment: str, n_students: int, workers: int, kernel_starts: int, cell_timeout: float, work_dir: Path
+) -> dict:
     check_assignment(assignment)
     submissions = work_dir / "submissions"
     make_class(submissions, assignment, n_students)
 
     plain_s, plain_scores = plain_nbgrader(submissions, assignment, work_dir / "plain", cell_timeout)
-    ours_s, our_scores = timed_grade(submissions, assignment, work_dir / "ours", workers=workers,
-                                     cell_timeout=cell_timeout)
+    ours_s, our_scores = timed_grade(
+        submissions, assignment, work_dir / "ours", workers=workers, cell_timeout=cell_timeout
+    )
     sandboxed_s = kernel_start_seconds(True, kernel_starts)
     plain_kernel_s = kernel_start_seconds(False, kernel_starts)
     return {
-        "assignment": assignment, "students": n_students, "workers": workers, "cores": usable_cores(),
-        "plain_nbgrader_serial_s": round(plain_s, 1), "ours_s": round(ours_s, 1),
+        "assignment": assignment,
+        "students": n_students,
+        "workers": workers,
+        "cores": usable_cores(),
+        "plain_nbgrader_serial_s": round(plain_s, 1),
+        "ours_s": round(ours_s, 1),
         "speedup": round(plain_s / ours_s, 2),
-        "plain_s_per_student": round(plain_s / n_students, 2), "ours_s_per_student": round(ours_s / n_students, 2),
-        "kernel_start_sandboxed_s": round(sandboxed_s, 2), "kernel_start_plain_s": round(plain_kernel_s, 2),
+        "plain_s_per_student": round(plain_s / n_students, 2),
+        "ours_s_per_student": round(ours_s / n_students, 2),
+        "kernel_start_sandboxed_s": round(sandboxed_s, 2),
+        "kernel_start_plain_s": round(plain_kernel_s, 2),
         "sandbox_overhead_s_per_student": round(sandboxed_s - plain_kernel_s, 2),
         "same_scores": plain_scores == our_scores,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--assignment", default="00_getting_started")
     parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--kernel-starts", type=int, default=20,
-                        help="kernels started with and without the sandbox to time it (default: 20)")
+    parser.add_argument(
+        "--kernel-starts",
+        type=int,
+        default=20,
+        help="kernels started with and without the sandbox to time it (default: 20)",
+    )
     parser.add_argument("--cell-timeout", type=float, default=300)
     parser.add_argument("--out", type=Path, help="write benchmark.json here (default: the current folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlhep-benchmark-") as work_dir:
-        figures = run(args.assignment, args.students, args.workers, args.kernel_starts, args.cell_timeout,
-                      Path(work_dir))
+        figures = run(
+            args.assignment, args.students, args.workers, args.kernel_starts, args.cell_timeout, Path(work_dir)
+        )
     for name, value in figures.items():
         print(f"{name:38s} {value}")
     out = (args.out or Path.cwd()) / "benchmark.json"

@@ -33,16 +33,19 @@ class UsageError(AutograderError):
 
 def find_assignments() -> list[str]:
     """Names of all assignments: the folders of ``solutions/`` that contain a notebook."""
-    return sorted(folder.name for folder in SOLUTIONS_DIR.iterdir()
-                  if folder.is_dir() and any(folder.glob("*.ipynb")))
+    return sorted(
+        folder.name for folder in SOLUTIONS_DIR.iterdir() if folder.is_dir() and any(folder.glob("*.ipynb"))
+    )
 
 
 def check_assignment(assignment: str) -> None:
     """Raise UsageError unless ``assignment`` is one of the course's assignments."""
     known = find_assignments()
     if assignment not in known:
-        raise UsageError(f"no assignment named {assignment!r} in {SOLUTIONS_DIR}; "
-                         f"the assignments are: {', '.join(known) or 'none'}")
+        raise UsageError(
+            f"no assignment named {assignment!r} in {SOLUTIONS_DIR}; "
+            f"the assignments are: {', '.join(known) or 'none'}"
+        )
 
 
 def notebook_names(assignment: str) -> list[str]:
@@ -73,8 +76,9 @@ class RunResult:
         return self.returncode is None
 
 
-def run_nbgrader(args: list[str], cwd: Path, timeout: float | None = None,
-                 log_path: Path | None = None) -> RunResult:
+def run_nbgrader(
+    args: list[str], cwd: Path, timeout: float | None = None, log_path: Path | None = None
+) -> RunResult:
     """Run ``nbgrader ARGS`` in ``cwd``; stop it and everything it started after ``timeout`` s.
 
     nbgrader runs in a subprocess so that nothing a notebook does (an endless loop, a crash,
@@ -83,12 +87,17 @@ def run_nbgrader(args: list[str], cwd: Path, timeout: float | None = None,
     """
     # nbgrader runs the `alembic` command when it creates a gradebook: find it next to Python
     # even when the virtual environment is not activated.
-    env = {**os.environ,
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     with open(log_path, "w+", errors="replace") if log_path else tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # its own process group, see kill_tree
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nbgrader", *args],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group, see kill_tree
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

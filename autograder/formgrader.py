@@ -112,9 +112,11 @@ def find_course(out_dir: str | Path) -> Path:
         raise UsageError(f"the folder {out_dir} does not exist")
     missing = [name for name in ("nbgrader_config.py", "gradebook.db") if not (course / name).is_file()]
     if missing:
-        raise UsageError(f"{out_dir} is not a grading output folder (no {' or '.join(missing)} in "
-                         f"{course}); make one with `python -m autograder grade ASSIGNMENT SUBMISSIONS_DIR "
-                         f"--out {out_dir}`")
+        raise UsageError(
+            f"{out_dir} is not a grading output folder (no {' or '.join(missing)} in "
+            f"{course}); make one with `python -m autograder grade ASSIGNMENT SUBMISSIONS_DIR "
+            f"--out {out_dir}`"
+        )
     return course
 
 
@@ -133,8 +135,10 @@ def check_port(port: int) -> None:
         try:
             probe.bind((HOST, port))
         except OSError as error:
-            raise UsageError(f"cannot use port {port} on {HOST}: {error.strerror or error}; "
-                             "choose another with --port, or leave --port out") from None
+            raise UsageError(
+                f"cannot use port {port} on {HOST}: {error.strerror or error}; "
+                "choose another with --port, or leave --port out"
+            ) from None
 
 
 def formgrader_url(port: int, token: str) -> str:
@@ -144,10 +148,18 @@ def formgrader_url(port: int, token: str) -> str:
 
 def server_command(course: Path, port: int, open_browser: bool, config: Path) -> list[str]:
     """The Jupyter server's command line (the token comes through the environment, not argv)."""
-    command = [sys.executable, "-m", "jupyter_server", f"--config={config}",
-               f"--ServerApp.root_dir={course}",  # the formgrader refuses a course outside the root
-               f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               "--ServerApp.default_url=/formgrader", f"--ServerApp.open_browser={open_browser}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        f"--config={config}",
+        f"--ServerApp.root_dir={course}",  # the formgrader refuses a course outside the root
+        f"--ServerApp.ip={HOST}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.default_url=/formgrader",
+        f"--ServerApp.open_browser={open_browser}",
+    ]
     if os.geteuid() == 0:
         command.append("--ServerApp.allow_root=True")  # Jupyter refuses root otherwise (containers, CI)
     return command
@@ -177,21 +189,34 @@ def serve(out_dir: str | Path, port: int | None = None, open_browser: bool = Tru
     # SIGTERM (e.g. from a job scheduler) stops the server as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="mlhep-formgrader-") as workdir, open(log_path, "w") as log:
-        Path(workdir, "nbgrader_config.py").write_text(SERVER_CONFIG_TEMPLATE.format(
-            course_config=str(course / "nbgrader_config.py"), course=str(course),
-            db_url=f"sqlite:///{course / 'gradebook.db'}"))
+        Path(workdir, "nbgrader_config.py").write_text(
+            SERVER_CONFIG_TEMPLATE.format(
+                course_config=str(course / "nbgrader_config.py"),
+                course=str(course),
+                db_url=f"sqlite:///{course / 'gradebook.db'}",
+            )
+        )
         jupyter_config = Path(workdir, "jupyter_server_config.py")
-        jupyter_config.write_text(JUPYTER_CONFIG_TEMPLATE.format(extensions=server_extensions(),
-                                                                 csp=FORMGRADER_CSP))
+        jupyter_config.write_text(
+            JUPYTER_CONFIG_TEMPLATE.format(extensions=server_extensions(), csp=FORMGRADER_CSP)
+        )
         # stdin is not a terminal, so Ctrl-C stops the server at once instead of asking first.
-        server = subprocess.Popen(server_command(course, port, open_browser, jupyter_config), cwd=workdir,
-                                  env=server_environment(course, token),
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            server_command(course, port, open_browser, jupyter_config),
+            cwd=workdir,
+            env=server_environment(course, token),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_up(server, port, log_path)
-            print(f"Formgrader on {course}:\n\n    {formgrader_url(port, token)}\n\n"
-                  "Written answers: Manual Grading > assignment > notebook > a submission.\n"
-                  f"Server log: {log_path}. Stop with Ctrl-C.", flush=True)
+            print(
+                f"Formgrader on {course}:\n\n    {formgrader_url(port, token)}\n\n"
+                "Written answers: Manual Grading > assignment > notebook > a submission.\n"
+                f"Server log: {log_path}. Stop with Ctrl-C.",
+                flush=True,
+            )
             returncode = server.wait()
             raise AutograderError(f"the Jupyter server stopped (exit code {returncode}); see {log_path}")
         except KeyboardInterrupt:
@@ -205,8 +230,10 @@ def wait_until_up(server: subprocess.Popen, port: int, log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AutograderError(f"the Jupyter server did not start (exit code {server.returncode}):\n"
-                                  + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]))
+            raise AutograderError(
+                f"the Jupyter server did not start (exit code {server.returncode}):\n"
+                + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            )
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/api", timeout=5):
                 return  # /api answers without a token

@@ -32,11 +32,54 @@ from traitlets import default
 HIDDEN_OUTPUT = "mlhep_during_hidden_tests"
 
 #: Tags that render text, tables, lists and images, and do nothing else.
-ALLOWED_TAGS = frozenset({
-    "a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2",
-    "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "ol", "p", "pre", "q", "s", "small", "span",
-    "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "code",
+        "dd",
+        "del",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+    }
+)
 #: No id or name (an element named like a variable of the page's scripts would replace it), no
 #: style, no event handler.
 CELL_ATTRIBUTES = ("align", "colspan", "rowspan")
@@ -74,8 +117,13 @@ def clean_markdown(source: str) -> str:
 def _cleaner(strip: bool) -> bleach.Cleaner:
     """The allow-lists' cleaner, built once per process (it builds an HTML parser): ``strip`` drops
     tags outside the allow-list, else they are escaped."""
-    return bleach.Cleaner(tags=ALLOWED_TAGS, attributes=_attribute_allowed, protocols=LINK_PROTOCOLS | {"data"},
-                          strip=strip, strip_comments=True)
+    return bleach.Cleaner(
+        tags=ALLOWED_TAGS,
+        attributes=_attribute_allowed,
+        protocols=LINK_PROTOCOLS | {"data"},
+        strip=strip,
+        strip_comments=True,
+    )
 
 
 def safe_markdown(source: str) -> str:
@@ -95,14 +143,26 @@ def safe_markdown(source: str) -> str:
 def _without_code_elements(html: str) -> str:
     import re
 
-    return re.sub(r"<(script|style|template|noscript|iframe|object|embed|svg|math)\b.*?(</\1\s*>|$)", "",
-                  html, flags=re.IGNORECASE | re.DOTALL)
+    return re.sub(
+        r"<(script|style|template|noscript|iframe|object|embed|svg|math)\b.*?(</\1\s*>|$)",
+        "",
+        html,
+        flags=re.IGNORECASE | re.DOTALL,
+    )
 
 
 #: Output data a page may show: text, images (shown as <img>, where SVG scripts never run),
 #: cleaned HTML, markdown (rendered, then cleaned). Everything else (JavaScript, widgets, ...) goes.
-SHOWN_OUTPUT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "image/png", "image/jpeg",
-                      "image/gif", "image/svg+xml")
+SHOWN_OUTPUT_TYPES = (
+    "text/plain",
+    "text/html",
+    "text/markdown",
+    "text/latex",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/svg+xml",
+)
 IMAGE_SIZE_KEYS = ("width", "height")
 
 
@@ -149,8 +209,11 @@ class SanitizeStudentContent(Preprocessor):
                 if mime == HIDDEN_OUTPUT and type(values) is str:
                     kept[mime] = values
                 elif isinstance(values, dict):
-                    sizes = {key: value for key, value in values.items()
-                             if key in IMAGE_SIZE_KEYS and type(value) in (int, float)}
+                    sizes = {
+                        key: value
+                        for key, value in values.items()
+                        if key in IMAGE_SIZE_KEYS and type(value) in (int, float)
+                    }
                     if sizes:
                         kept[mime] = sizes
             output["metadata"] = kept
@@ -158,16 +221,20 @@ class SanitizeStudentContent(Preprocessor):
 
 #: The feedback pages are static: no script of any origin, images only from the page itself,
 #: the page's own styles, nothing loaded from elsewhere, no form sent anywhere.
-FEEDBACK_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
-                "form-action 'none'; base-uri 'none'")
+FEEDBACK_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+    "form-action 'none'; base-uri 'none'"
+)
 
 #: The formgrader's pages run nbgrader's own scripts, from the server and inline in its templates
 #: (its pages have no nonces to tell them from others): scripts from anywhere else, plugins,
 #: framing by other sites and forms sent elsewhere are forbidden.
-FORMGRADER_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
-                  "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
-                  "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-                  "frame-ancestors 'self'")
+FORMGRADER_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'self'"
+)
 
 
 def with_csp(page: str, policy: str = FEEDBACK_CSP) -> str:
@@ -176,4 +243,4 @@ def with_csp(page: str, policy: str = FEEDBACK_CSP) -> str:
     head = page.find("<head>")
     if head < 0:
         return meta + page
-    return page[:head + len("<head>")] + meta + page[head + len("<head>"):]
+    return page[: head + len("<head>")] + meta + page[head + len("<head>") :]

@@ -37,8 +37,16 @@ def release(assignments: list[str] | None = None, release_dir: str | Path | None
     for assignment in assignments:
         # --no-db: releasing must not create or change a gradebook in the repository.
         # An absolute release_directory works because nbgrader joins it onto the course root.
-        result = run_nbgrader(["generate_assignment", assignment, "--force", "--no-db",
-                               f"--CourseDirectory.release_directory={release_dir}"], cwd=REPO_ROOT)
+        result = run_nbgrader(
+            [
+                "generate_assignment",
+                assignment,
+                "--force",
+                "--no-db",
+                f"--CourseDirectory.release_directory={release_dir}",
+            ],
+            cwd=REPO_ROOT,
+        )
         if result.returncode != 0:
             raise AutograderError(f"nbgrader could not release {assignment}:\n{result.output}")
         written.append(release_dir / assignment)

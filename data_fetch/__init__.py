@@ -23,5 +23,12 @@ from __future__ import annotations
 from .dataset import Dataset, info, list_datasets, load
 from .errors import DataFetchError, SourceUnavailableError, UnknownDatasetError
 
-__all__ = ["Dataset", "DataFetchError", "SourceUnavailableError", "UnknownDatasetError",
-           "info", "list_datasets", "load"]
+__all__ = [
+    "Dataset",
+    "DataFetchError",
+    "SourceUnavailableError",
+    "UnknownDatasetError",
+    "info",
+    "list_datasets",
+    "load",
+]

@@ -23,10 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("--source", default="auto", choices=dataset.SOURCES)
     p_fetch.add_argument("--n-events", type=int, default=None)
     p_fetch.add_argument("--seed", type=int, default=0)
-    p_course = sub.add_parser("fetch-course", help="produce every sample the course needs at one scale "
-                              "(data_fetch/manifest.py)")
-    p_course.add_argument("--scale", required=True, choices=tuple(manifest.SCALES),
-                          help="lecture: what `bash run.sh course` runs; ci: what the tests run")
+    p_course = sub.add_parser(
+        "fetch-course", help="produce every sample the course needs at one scale (data_fetch/manifest.py)"
+    )
+    p_course.add_argument(
+        "--scale",
+        required=True,
+        choices=tuple(manifest.SCALES),
+        help="lecture: what `bash run.sh course` runs; ci: what the tests run",
+    )
     p_course.add_argument("--lesson", default=None, help="only this lesson's samples (e.g. 01)")
     p_course.add_argument("--source", default="pythia", choices=dataset.SOURCES)
     sub.add_parser("manifest", help="the course's samples: dataset, role, size, seed, notebooks")
@@ -52,13 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "manifest":
             for entry in manifest.SAMPLES:
                 seed = "drawn" if entry.seed is None else entry.seed
-                print(f"{entry.dataset:16s} {entry.role:9s} {entry.n_events:>8d}  seed {seed!s:5s}  "
-                      f"{', '.join(entry.used_by)}")
+                print(
+                    f"{entry.dataset:16s} {entry.role:9s} {entry.n_events:>8d}  seed {seed!s:5s}  "
+                    f"{', '.join(entry.used_by)}"
+                )
         elif args.command == "benchmark":
             from . import pythia_source
 
-            print(json.dumps(pythia_source.benchmark(get_spec(args.name), args.n_events,
-                                                     workers=args.workers), indent=1))
+            print(
+                json.dumps(
+                    pythia_source.benchmark(get_spec(args.name), args.n_events, workers=args.workers), indent=1
+                )
+            )
     except DataFetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,8 @@ def ensure_writable(folder: Path) -> Path:
     except OSError as exc:
         raise DataFetchError(
             f"cannot write to the data cache {folder} ({exc.strerror or exc}); set MLHEP_DATA_DIR "
-            "to a writable folder, e.g. `export MLHEP_DATA_DIR=$HOME/mlhep-data`") from None
+            "to a writable folder, e.g. `export MLHEP_DATA_DIR=$HOME/mlhep-data`"
+        ) from None
     return folder
 
 

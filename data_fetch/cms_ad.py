@@ -76,5 +76,5 @@ def build_objects(met_pt, met_phi, electrons: ak.Array, muons: ak.Array, jets: a
     table[:, 0, 2] = np.asarray(met_phi, dtype=np.float32)
     for kind, group in (("electron", electrons), ("muon", muons), ("jet", jets)):
         start, size = SLOT_RANGES[kind]
-        table[:, start:start + size] = _pad_sorted(select(group, kind), size)
+        table[:, start : start + size] = _pad_sorted(select(group, kind), size)
     return table

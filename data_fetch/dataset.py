@@ -83,8 +83,15 @@ def resolve_source(source: str, spec: DatasetSpec | None = None) -> tuple[str, s
     return "pythia", f"the CERN Open Data portal is not reachable ({why}); generating offline"
 
 
-def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str = "auto",
-         progress: bool = True, cache_dir: str | Path | None = None) -> Dataset:
+def load(
+    name: str,
+    *,
+    n_events: int | None = None,
+    seed: int = 0,
+    source: str = "auto",
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
     """Return dataset ``name`` with ``n_events`` events from ``source``, cached on disk.
 
     Args:
@@ -116,14 +123,23 @@ def load(name: str, *, n_events: int | None = None, seed: int = 0, source: str =
             arrays, metadata = cache.read_entry(path)
             return Dataset(name, chosen, arrays, metadata)
         except Exception as exc:  # damaged on disk (writes are atomic, disks and copies are not)
-            print(f"data_fetch: the cached file {path} is unreadable ({type(exc).__name__}); "
-                  "removing it and producing the dataset again")
+            print(
+                f"data_fetch: the cached file {path} is unreadable ({type(exc).__name__}); "
+                "removing it and producing the dataset again"
+            )
             path.unlink(missing_ok=True)
 
     cache.ensure_writable(path.parent)
     start = time.perf_counter()
     arrays, metadata = producer.produce(spec, n_events, seed, progress=progress)
-    metadata = {**metadata, "dataset": name, "source": chosen, "n_events": int(n_events),
-                "seed": int(seed), "seconds": round(time.perf_counter() - start, 2), "cache_key": key}
+    metadata = {
+        **metadata,
+        "dataset": name,
+        "source": chosen,
+        "n_events": int(n_events),
+        "seed": int(seed),
+        "seconds": round(time.perf_counter() - start, 2),
+        "cache_key": key,
+    }
     cache.write_entry(path, arrays, metadata)
     return Dataset(name, chosen, arrays, metadata)

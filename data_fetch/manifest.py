@@ -95,8 +95,10 @@ def sample(dataset: str, role: str) -> Sample:
         if entry.dataset == dataset and entry.role == role:
             return entry
     known = sorted({entry.dataset for entry in SAMPLES})
-    raise DataFetchError(f"the manifest has no {role} sample of {dataset!r} (datasets: {', '.join(known)}; "
-                         f"roles: {', '.join(ROLES)})")
+    raise DataFetchError(
+        f"the manifest has no {role} sample of {dataset!r} (datasets: {', '.join(known)}; "
+        f"roles: {', '.join(ROLES)})"
+    )
 
 
 def held_out_size(dataset: str) -> int:
@@ -144,6 +146,13 @@ def fetch_course(scale: str, lesson: str | None = None, source: str = "pythia") 
         uses = ", ".join(entry.used_by)
         print(f"== {entry.dataset}: {entry.n_events} events, seed {seed} ({entry.role}: {uses})", flush=True)
         data = load(entry.dataset, n_events=entry.n_events, seed=seed, source=source)
-        fetched.append({"dataset": entry.dataset, "role": entry.role, "n_events": len(data), "seed": seed,
-                        "source": data.source})
+        fetched.append(
+            {
+                "dataset": entry.dataset,
+                "role": entry.role,
+                "n_events": len(data),
+                "seed": seed,
+                "source": data.source,
+            }
+        )
     return fetched

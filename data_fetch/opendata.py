@@ -54,10 +54,22 @@ SERVER_VARIABLE = "MLHEP_OPENDATA_SERVER"
 
 TREE = "Events"
 BRANCHES = (
-    "MET_pt", "MET_phi", "genWeight",
-    "Electron_pt", "Electron_eta", "Electron_phi", "Electron_cutBased",
-    "Muon_pt", "Muon_eta", "Muon_phi", "Muon_looseId", "Muon_pfRelIso04_all",
-    "Jet_pt", "Jet_eta", "Jet_phi", "Jet_jetId",
+    "MET_pt",
+    "MET_phi",
+    "genWeight",
+    "Electron_pt",
+    "Electron_eta",
+    "Electron_phi",
+    "Electron_cutBased",
+    "Muon_pt",
+    "Muon_eta",
+    "Muon_phi",
+    "Muon_looseId",
+    "Muon_pfRelIso04_all",
+    "Jet_pt",
+    "Jet_eta",
+    "Jet_phi",
+    "Jet_jetId",
 )
 ELECTRON_MIN_CUT_BASED = 2  # NanoAOD cutBased: 0 fail, 1 veto, 2 loose, 3 medium, 4 tight
 MUON_MAX_REL_ISO = 0.25  # loose particle-flow isolation (cone 0.4, delta-beta corrected)
@@ -103,9 +115,17 @@ def server_url() -> str:
 def _short_reason(exc: Exception) -> str:
     """A few words for a network error (requests' own messages run over several lines)."""
     text = str(exc)
-    for known in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
-                  "Network is unreachable", "No route to host", "certificate verify failed",
-                  "Connection reset by peer", "Read timed out", "timed out"):
+    for known in (
+        "Connection refused",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "No route to host",
+        "certificate verify failed",
+        "Connection reset by peer",
+        "Read timed out",
+        "timed out",
+    ):
         if known in text:
             return known.lower()
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
@@ -124,7 +144,8 @@ def _unreachable(server: str, reason: str) -> SourceUnavailableError:
         f"The CERN Open Data portal could not be reached at {server} ({reason}). Check the network "
         f"connection (and ${SERVER_VARIABLE} if you set it), or make the events offline with "
         'source="pythia" (the offline default, which source="auto" picks when the portal is '
-        "unreachable).")
+        "unreachable)."
+    )
 
 
 def _check_status(response: requests.Response, server: str, what: str) -> None:
@@ -135,7 +156,8 @@ def _check_status(response: requests.Response, server: str, what: str) -> None:
         raise _unreachable(server, f"HTTP {response.status_code} for {what}")
     raise DataFetchError(
         f"the portal {server} answered HTTP {response.status_code} for {what} ({response.url}); "
-        f"check the record number and ${SERVER_VARIABLE}, or use source=\"pythia\"")
+        f'check the record number and ${SERVER_VARIABLE}, or use source="pythia"'
+    )
 
 
 def portal_reachable(timeout: float = 3.0) -> tuple[bool, str]:
@@ -193,8 +215,9 @@ def fetch_record_json(recid: int, server: str | None = None) -> dict:
     except ValueError:
         record = None
     if not isinstance(record, dict) or "metadata" not in record:
-        raise DataFetchError(f"{url} did not answer with a record's JSON description; is {server} "
-                             "the CERN Open Data portal?")
+        raise DataFetchError(
+            f"{url} did not answer with a record's JSON description; is {server} the CERN Open Data portal?"
+        )
     return record
 
 
@@ -222,11 +245,16 @@ def files_of_record(record: dict, server: str) -> list[RemoteFile]:
     """The ROOT files listed in a record's JSON (see :func:`list_record_files`)."""
     # cernopendata-client 1.0 returns (address, size, checksum) tuples.
     listing = searcher.get_files_list(server=server, record_json=record, protocol="https", expand=True)
-    files = [RemoteFile(url, int(size), checksum) for url, size, checksum in listing
-             if url.startswith(("http://", "https://")) and url.endswith(".root")]
+    files = [
+        RemoteFile(url, int(size), checksum)
+        for url, size, checksum in listing
+        if url.startswith(("http://", "https://")) and url.endswith(".root")
+    ]
     if not files:
-        raise DataFetchError(f"record {record['metadata'].get('recid')} on {server} lists no ROOT file "
-                             "that can be downloaded over HTTP(S); use source=\"pythia\"")
+        raise DataFetchError(
+            f"record {record['metadata'].get('recid')} on {server} lists no ROOT file "
+            'that can be downloaded over HTTP(S); use source="pythia"'
+        )
     return files
 
 
@@ -262,13 +290,15 @@ def _stream_into(remote: RemoteFile, partial: Path, progress: bool) -> None:
     headers = {**HEADERS, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    with requests.get(remote.url, headers=headers, stream=True,
-                      timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+    with requests.get(
+        remote.url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+    ) as response:
         if have and response.status_code == 206:
             # The server sends only the missing part: append it.
             if not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-                raise DataFetchError(f"{remote.url} answered with another byte range than asked; "
-                                     f"delete {partial} and try again")
+                raise DataFetchError(
+                    f"{remote.url} answered with another byte range than asked; delete {partial} and try again"
+                )
             mode = "ab"
         elif response.status_code == 416:
             # "Range not satisfiable": the partial file is no beginning of this file. Start over.
@@ -279,9 +309,18 @@ def _stream_into(remote: RemoteFile, partial: Path, progress: bool) -> None:
         else:
             _check_status(response, _origin(remote.url), f"file {remote.name}")
             mode, have = "wb", 0  # no partial file, or a server without Range support: from scratch
-        with open(partial, mode) as out, tqdm(total=remote.size, initial=have, unit="B", unit_scale=True,
-                                              unit_divisor=1024, desc=remote.name,
-                                              disable=not progress) as bar:
+        with (
+            open(partial, mode) as out,
+            tqdm(
+                total=remote.size,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=remote.name,
+                disable=not progress,
+            ) as bar,
+        ):
             for chunk in response.iter_content(CHUNK_BYTES):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -306,13 +345,17 @@ def _transfer(remote: RemoteFile, partial: Path, progress: bool) -> None:
                 reason = f"{_short_reason(exc)}, {interruptions} times while downloading {remote.name}"
                 message = str(_unreachable(_origin(remote.url), reason))
                 if have:  # keep what arrived: the next call continues from there
-                    message += (f" The {have} bytes received so far are kept in {partial}; the next "
-                                "attempt resumes from there.")
+                    message += (
+                        f" The {have} bytes received so far are kept in {partial}; the next "
+                        "attempt resumes from there."
+                    )
                 else:
                     partial.unlink(missing_ok=True)
                 raise SourceUnavailableError(message) from None
-            print(f"data_fetch: download of {remote.name} interrupted at {have} of {remote.size} bytes "
-                  f"({_short_reason(exc)}); resuming")
+            print(
+                f"data_fetch: download of {remote.name} interrupted at {have} of {remote.size} bytes "
+                f"({_short_reason(exc)}); resuming"
+            )
             time.sleep(RETRY_PAUSE_SECONDS)
 
 
@@ -351,13 +394,16 @@ def download_file(remote: RemoteFile, folder: Path, progress: bool = True) -> Pa
             return target
         partial.unlink()
         if attempt == 1:
-            print(f"data_fetch: {remote.name} does not match the record ({problem}); downloading it "
-                  "again from scratch")
+            print(
+                f"data_fetch: {remote.name} does not match the record ({problem}); downloading it "
+                "again from scratch"
+            )
     raise ChecksumMismatchError(
         f"{remote.name} downloaded from {remote.url} does not match the record's listing twice in a "
         f"row: {problem}. The damaged download was deleted. Try again later; if it persists, the "
-        "portal's copy may be broken (tell opendata-support@cern.ch), and source=\"pythia\" works "
-        "offline meanwhile.")
+        'portal\'s copy may be broken (tell opendata-support@cern.ch), and source="pythia" works '
+        "offline meanwhile."
+    )
 
 
 # ------------------------------------------------------------------ NanoAOD -> object table
@@ -406,8 +452,7 @@ def nanoaod_to_arrays(events: ak.Array) -> tuple[np.ndarray, np.ndarray]:
     electrons = _collection(events, "Electron", events.Electron_cutBased >= ELECTRON_MIN_CUT_BASED)
     muons = _collection(events, "Muon", events.Muon_looseId & (events.Muon_pfRelIso04_all < MUON_MAX_REL_ISO))
     jets = _collection(events, "Jet", events.Jet_jetId >= JET_MIN_JET_ID)
-    objects = cms_ad.build_objects(ak.to_numpy(events.MET_pt), ak.to_numpy(events.MET_phi),
-                                   electrons, muons, jets)
+    objects = cms_ad.build_objects(ak.to_numpy(events.MET_pt), ak.to_numpy(events.MET_phi), electrons, muons, jets)
     return objects, ak.to_numpy(events.genWeight).astype(np.float32)
 
 
@@ -422,15 +467,22 @@ def events_per_record(spec: DatasetSpec, n_events: int) -> list[int]:
 def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
     """Everything the arrays depend on; its hash is the cache key. Needs no network."""
     return {
-        "dataset": spec.name, "source": "opendata", "n_events": int(n_events), "seed": int(seed),
-        "server": server_url(), "tree": TREE, "branches": BRANCHES, "identification": IDENTIFICATION,
+        "dataset": spec.name,
+        "source": "opendata",
+        "n_events": int(n_events),
+        "seed": int(seed),
+        "server": server_url(),
+        "tree": TREE,
+        "branches": BRANCHES,
+        "identification": IDENTIFICATION,
         "selection": cms_ad.SELECTION,
         "records": [(r.recid, r.process_code, r.label, r.fraction) for r in spec.opendata_records],
     }
 
 
-def _read_record(record: OpenDataRecord, count: int, n_events: int, server: str,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def _read_record(
+    record: OpenDataRecord, count: int, n_events: int, server: str, progress: bool
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The first ``count`` events of ``record``, downloading only the files they need."""
     folder = cache.ensure_writable(cache.cache_root() / "opendata" / str(record.recid))
     record_json = fetch_record_json(record.recid, server)
@@ -460,7 +512,8 @@ def _read_record(record: OpenDataRecord, count: int, n_events: int, server: str,
 def _too_few_events(record: OpenDataRecord, available: int, count: int, n_events: int) -> DataFetchError:
     return DataFetchError(
         f"record {record.recid} ({record.title}) has only {available} events, fewer than the {count} "
-        f"that n_events={n_events} needs from it; ask for at most {int(available / record.fraction)} events")
+        f"that n_events={n_events} needs from it; ask for at most {int(available / record.fraction)} events"
+    )
 
 
 def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True) -> tuple[dict, dict]:
@@ -482,13 +535,19 @@ def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True) 
         if count == 0:
             continue
         objects, weight, files_read = _read_record(record, count, n_events, server, progress)
-        parts.append({"objects": objects, "weight": weight,
-                      "label": np.full(count, record.label, dtype=np.int8),
-                      "process": np.full(count, record.process_code, dtype=np.int8)})
-        records_read.append({"recid": record.recid, "title": record.title, "events": count,
-                             "files": files_read})
-    arrays = {name: np.concatenate([part[name] for part in parts]).astype(schema.dtype, copy=False)
-              for name, schema in spec.schema.items()}
+        parts.append(
+            {
+                "objects": objects,
+                "weight": weight,
+                "label": np.full(count, record.label, dtype=np.int8),
+                "process": np.full(count, record.process_code, dtype=np.int8),
+            }
+        )
+        records_read.append({"recid": record.recid, "title": record.title, "events": count, "files": files_read})
+    arrays = {
+        name: np.concatenate([part[name] for part in parts]).astype(schema.dtype, copy=False)
+        for name, schema in spec.schema.items()
+    }
     order = np.random.default_rng(seed).permutation(n_events)
     arrays = {name: values[order] for name, values in arrays.items()}
     return arrays, {"server": server, "records": records_read}

@@ -102,8 +102,13 @@ def pythia_version() -> str:
 def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
     """Everything the generated arrays depend on; its hash is the cache key."""
     return {
-        "dataset": spec.name, "source": "pythia", "n_events": int(n_events), "seed": int(seed),
-        "common": COMMON_PYTHIA_SETTINGS, "task_size": TASK_SIZE, "pythia8mc": pythia_version(),
+        "dataset": spec.name,
+        "source": "pythia",
+        "n_events": int(n_events),
+        "seed": int(seed),
+        "common": COMMON_PYTHIA_SETTINGS,
+        "task_size": TASK_SIZE,
+        "pythia8mc": pythia_version(),
         "processes": [(p.name, p.code, p.label, p.fraction, p.pythia_settings) for p in spec.processes],
         **builder_for(spec.name).settings(),
     }
@@ -155,11 +160,22 @@ def _final_particles(event):
     import pythia8mc
 
     particle = pythia8mc.Particle
-    is_final, px, py, pz, e, pid = (particle.isFinal, particle.px, particle.py, particle.pz,
-                                    particle.e, particle.id)
+    is_final, px, py, pz, e, pid = (
+        particle.isFinal,
+        particle.px,
+        particle.py,
+        particle.pz,
+        particle.e,
+        particle.id,
+    )
     final = [p for p in event.particles() if is_final(p)]
-    return (list(map(px, final)), list(map(py, final)), list(map(pz, final)),
-            list(map(e, final)), list(map(pid, final)))
+    return (
+        list(map(px, final)),
+        list(map(py, final)),
+        list(map(pz, final)),
+        list(map(e, final)),
+        list(map(pid, final)),
+    )
 
 
 def generate_particles(task: Task, bare: bool = False):
@@ -185,8 +201,9 @@ def generate_particles(task: Task, bare: bool = False):
         for key, values in zip(columns, _final_particles(pythia.event)):
             columns[key].extend(values)
         counts.append(len(values))
-    particles = ak.unflatten(ak.zip({k: np.asarray(v, dtype=np.float64 if k != "id" else np.int32)
-                                     for k, v in columns.items()}), counts)
+    particles = ak.unflatten(
+        ak.zip({k: np.asarray(v, dtype=np.float64 if k != "id" else np.int32) for k, v in columns.items()}), counts
+    )
     return particles, np.asarray(weights, dtype=np.float32), next_seconds
 
 
@@ -200,7 +217,7 @@ def _isolated_lepton_mask(pt, eta, phi, pid, visible):
     mask = np.zeros(len(pt), dtype=bool)
     for i in np.flatnonzero(candidate):
         dphi = np.angle(np.exp(1j * (phi - phi[i])))
-        near = visible & ((eta - eta[i]) ** 2 + dphi ** 2 < DETECTOR["iso_cone"] ** 2)
+        near = visible & ((eta - eta[i]) ** 2 + dphi**2 < DETECTOR["iso_cone"] ** 2)
         mask[i] = pt[near].sum() - pt[i] < DETECTOR["iso_max"] * pt[i]
     return mask
 
@@ -223,14 +240,17 @@ def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
     visible = _visible(particles, eta, DETECTOR["eta_max"])
 
     counts = ak.to_numpy(ak.num(pt))
-    flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in
-            dict(pt=pt, eta=eta, phi=phi, id=particles.id, visible=visible).items()}
+    flat = {
+        k: ak.to_numpy(ak.flatten(v))
+        for k, v in dict(pt=pt, eta=eta, phi=phi, id=particles.id, visible=visible).items()
+    }
     isolated = np.zeros(len(flat["pt"]), dtype=bool)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     for i in range(len(counts)):
         s = slice(offsets[i], offsets[i + 1])
-        isolated[s] = _isolated_lepton_mask(flat["pt"][s], flat["eta"][s], flat["phi"][s],
-                                            flat["id"][s], flat["visible"][s])
+        isolated[s] = _isolated_lepton_mask(
+            flat["pt"][s], flat["eta"][s], flat["phi"][s], flat["id"][s], flat["visible"][s]
+        )
     isolated = ak.unflatten(isolated, counts)
 
     def smeared_leptons(pdg, resolution):
@@ -239,31 +259,35 @@ def reconstruct(particles: ak.Array, rng: np.random.Generator) -> np.ndarray:
         sigma = resolution(lep_pt)
         n = ak.to_numpy(ak.flatten(lep_pt))
         factor = 1 + rng.normal(size=len(n)) * ak.to_numpy(ak.flatten(sigma))
-        return ak.zip({"pt": ak.unflatten(n * np.maximum(factor, 0), ak.num(lep_pt)),
-                       "eta": eta[sel], "phi": phi[sel]})
+        return ak.zip(
+            {"pt": ak.unflatten(n * np.maximum(factor, 0), ak.num(lep_pt)), "eta": eta[sel], "phi": phi[sel]}
+        )
 
     electrons = smeared_leptons(11, lambda x: DETECTOR["electron_resolution"] + 0 * x)
     a, b = DETECTOR["muon_resolution"]
-    muons = smeared_leptons(13, lambda x: np.sqrt(a ** 2 + (b * x) ** 2))
+    muons = smeared_leptons(13, lambda x: np.sqrt(a**2 + (b * x) ** 2))
 
     jet_inputs = particles[visible & ~isolated]
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, DETECTOR["jet_radius"])
     jets = fastjet.ClusterSequence(jet_inputs[["px", "py", "pz", "E"]], jetdef).inclusive_jets(
-        min_pt=DETECTOR["met_jet_threshold"])
+        min_pt=DETECTOR["met_jet_threshold"]
+    )
     jet_pt = np.hypot(jets.px, jets.py)
     jet_eta = np.arcsinh(jets.pz / np.maximum(jet_pt, 1e-9))
     jet_phi = np.arctan2(jets.py, jets.px)
     stoch, const = DETECTOR["jet_resolution"]
     flat_pt = ak.to_numpy(ak.flatten(jet_pt))
-    sigma = np.sqrt(stoch ** 2 / np.maximum(flat_pt, 1e-9) + const ** 2)
+    sigma = np.sqrt(stoch**2 / np.maximum(flat_pt, 1e-9) + const**2)
     smeared_pt = flat_pt * np.maximum(1 + rng.normal(size=len(flat_pt)) * sigma, 0)
     angle = DETECTOR["jet_angle_resolution"]
     n_jets = ak.num(jet_pt)
-    jets_reco = ak.zip({
-        "pt": ak.unflatten(smeared_pt, n_jets),
-        "eta": ak.unflatten(ak.to_numpy(ak.flatten(jet_eta)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
-        "phi": ak.unflatten(ak.to_numpy(ak.flatten(jet_phi)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
-    })
+    jets_reco = ak.zip(
+        {
+            "pt": ak.unflatten(smeared_pt, n_jets),
+            "eta": ak.unflatten(ak.to_numpy(ak.flatten(jet_eta)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
+            "phi": ak.unflatten(ak.to_numpy(ak.flatten(jet_phi)) + rng.normal(size=len(flat_pt)) * angle, n_jets),
+        }
+    )
     jets_reco = ak.with_field(jets_reco, np.angle(np.exp(1j * jets_reco.phi)), "phi")
 
     # MET: recoil of everything visible, corrected by how much the jets were mismeasured.
@@ -313,7 +337,7 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
     jet_pt = np.hypot(jets.px, jets.py)
     jet_eta = np.arcsinh(jets.pz / np.maximum(jet_pt, 1e-9))
     jet_phi = np.arctan2(jets.py, jets.px)
-    jet_mass = np.sqrt(np.maximum(jets.E ** 2 - jets.px ** 2 - jets.py ** 2 - jets.pz ** 2, 0.0))
+    jet_mass = np.sqrt(np.maximum(jets.E**2 - jets.px**2 - jets.py**2 - jets.pz**2, 0.0))
 
     # Constituents of the leading jet, with Delta R to its axis (None for an event without jets).
     lead = ak.firsts(constituents, axis=1)
@@ -321,7 +345,7 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
     c_eta = np.arcsinh(lead.pz / np.maximum(c_pt, 1e-9))
     d_phi = np.arctan2(lead.py, lead.px) - ak.firsts(jet_phi, axis=1)
     d_phi = (d_phi + np.pi) % (2 * np.pi) - np.pi
-    delta_r = np.sqrt((c_eta - ak.firsts(jet_eta, axis=1)) ** 2 + d_phi ** 2)
+    delta_r = np.sqrt((c_eta - ak.firsts(jet_eta, axis=1)) ** 2 + d_phi**2)
     sum_pt = ak.sum(c_pt, axis=1)
 
     def per_event(values):
@@ -334,7 +358,7 @@ def jet_observables(particles: ak.Array) -> dict[str, np.ndarray]:
         "jet_mass": _nth(jet_mass, 0),
         "jet_n_constituents": per_event(ak.num(lead, axis=1)),
         "jet_width": per_event(ak.sum(c_pt * delta_r, axis=1) / sum_pt),
-        "jet_ptd": per_event(np.sqrt(ak.sum(c_pt ** 2, axis=1)) / sum_pt),
+        "jet_ptd": per_event(np.sqrt(ak.sum(c_pt**2, axis=1)) / sum_pt),
         "jet2_mass": _nth(jet_mass, 1),
         "n_jets": per_event(ak.sum(counted, axis=1)),
         "ht": per_event(ak.sum(jet_pt[counted], axis=1)),
@@ -380,7 +404,7 @@ def nsubjettiness(constituents: ak.Array, n_max: int = 3, radius: float = 1.0) -
         for k in range(n):
             d_phi = (phi - axis_phi[jet_of_particle, k] + np.pi) % (2 * np.pi) - np.pi
             d_y = rapidity - axis_y[jet_of_particle, k]
-            nearest = np.minimum(nearest, np.sqrt(d_y ** 2 + d_phi ** 2))
+            nearest = np.minimum(nearest, np.sqrt(d_y**2 + d_phi**2))
         taus[enough, n - 1] = np.bincount(jet_of_particle, weights=pt * nearest, minlength=len(counts)) / norm
     return taus
 
@@ -401,7 +425,7 @@ def large_r_dijets(particles: ak.Array) -> dict[str, np.ndarray]:
     two = n_jets == 2
     pair = jets[two]
     e, px, py, pz = (ak.to_numpy(ak.sum(pair[c], axis=1)) for c in ("E", "px", "py", "pz"))
-    arrays["mjj"][two] = np.sqrt(np.maximum(e ** 2 - px ** 2 - py ** 2 - pz ** 2, 0.0))
+    arrays["mjj"][two] = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
 
     taus = nsubjettiness(ak.flatten(constituents, axis=1), n_max=3, radius=config["jet_radius"])
     tau21, tau32 = _ratio(taus[:, 1], taus[:, 0]), _ratio(taus[:, 2], taus[:, 1])
@@ -410,7 +434,7 @@ def large_r_dijets(particles: ak.Array) -> dict[str, np.ndarray]:
     values = {
         "pt": jet_pt,
         "eta": np.arcsinh(ak.to_numpy(flat.pz) / np.maximum(jet_pt, 1e-9)),
-        "mass": np.sqrt(np.maximum(ak.to_numpy(flat.E ** 2 - flat.px ** 2 - flat.py ** 2 - flat.pz ** 2), 0.0)),
+        "mass": np.sqrt(np.maximum(ak.to_numpy(flat.E**2 - flat.px**2 - flat.py**2 - flat.pz**2), 0.0)),
         "tau21": tau21,
         "tau32": tau32,
     }
@@ -443,8 +467,10 @@ def _build_reweighting(particles: ak.Array, rng: np.random.Generator) -> dict:
 BUILDERS = {
     "cms_ad": Builder(_build_cms_ad, lambda: {"detector": DETECTOR, "selection": cms_ad.SELECTION}),
     "reweighting": Builder(_build_reweighting, lambda: {"jet_observables": JET_OBSERVABLES}),
-    "dijet_resonance": Builder(lambda particles, rng: large_r_dijets(particles),  # no smearing
-                               lambda: {"large_r_jets": LARGE_R_JETS}),
+    "dijet_resonance": Builder(
+        lambda particles, rng: large_r_dijets(particles),  # no smearing
+        lambda: {"large_r_jets": LARGE_R_JETS},
+    ),
 }
 
 
@@ -452,8 +478,9 @@ def builder_for(name: str) -> Builder:
     try:
         return BUILDERS[name]
     except KeyError:
-        raise DataFetchError(f"the pythia source has no builder for dataset {name!r}; "
-                             f"it builds {', '.join(sorted(BUILDERS))}") from None
+        raise DataFetchError(
+            f"the pythia source has no builder for dataset {name!r}; it builds {', '.join(sorted(BUILDERS))}"
+        ) from None
 
 
 def run_task(task: Task) -> dict:
@@ -462,11 +489,18 @@ def run_task(task: Task) -> dict:
     particles, weights, next_seconds = generate_particles(task)
     arrays = builder_for(task.dataset).build(particles, np.random.default_rng(task.seed))
     n = task.n_events
-    arrays = {**arrays, "weight": weights,
-              "label": np.full(n, task.process.label, dtype=np.int8),
-              "process": np.full(n, task.process.code, dtype=np.int8)}
-    return {"index": task.index, "arrays": arrays,
-            "seconds": time.perf_counter() - start, "next_seconds": next_seconds}
+    arrays = {
+        **arrays,
+        "weight": weights,
+        "label": np.full(n, task.process.label, dtype=np.int8),
+        "process": np.full(n, task.process.code, dtype=np.int8),
+    }
+    return {
+        "index": task.index,
+        "arrays": arrays,
+        "seconds": time.perf_counter() - start,
+        "next_seconds": next_seconds,
+    }
 
 
 def run_bare_task(task: Task) -> dict:
@@ -500,8 +534,9 @@ def _map(function, tasks, workers, progress, desc):
     return sorted(results, key=lambda r: r["index"])
 
 
-def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True,
-            workers: int | None = None) -> tuple[dict, dict]:
+def produce(
+    spec: DatasetSpec, n_events: int, seed: int, progress: bool = True, workers: int | None = None
+) -> tuple[dict, dict]:
     """Generate ``n_events`` events of ``spec``; returns (arrays, metadata)."""
     workers = workers or default_workers()
     builder_for(spec.name)  # fail here, not in the workers, for a dataset without a builder
@@ -511,22 +546,28 @@ def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True,
     wall = time.perf_counter() - start
     built = set(results[0]["arrays"])
     if built != set(spec.schema):
-        raise RuntimeError(f"the builder of {spec.name!r} made arrays {sorted(built)}, "
-                           f"its schema lists {sorted(spec.schema)}")
+        raise RuntimeError(
+            f"the builder of {spec.name!r} made arrays {sorted(built)}, its schema lists {sorted(spec.schema)}"
+        )
     order = np.random.default_rng(seed).permutation(n_events)
     arrays = {}
     for name, schema in spec.schema.items():
         values = np.concatenate([r["arrays"][name] for r in results])
         arrays[name] = values.astype(schema.dtype, copy=False)[order]
-    metadata = {"generator": f"pythia8mc {pythia_version()}", "workers": workers,
-                "events_per_second": round(n_events / wall, 1),
-                "fraction_of_time_in_pythia": round(sum(r["next_seconds"] for r in results)
-                                                    / sum(r["seconds"] for r in results), 3)}
+    metadata = {
+        "generator": f"pythia8mc {pythia_version()}",
+        "workers": workers,
+        "events_per_second": round(n_events / wall, 1),
+        "fraction_of_time_in_pythia": round(
+            sum(r["next_seconds"] for r in results) / sum(r["seconds"] for r in results), 3
+        ),
+    }
     return arrays, metadata
 
 
-def benchmark(spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | None = None,
-              progress: bool = True) -> dict:
+def benchmark(
+    spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | None = None, progress: bool = True
+) -> dict:
     """Throughput of the full pipeline vs a bare Pythia loop, same tasks, same cores, same run."""
     workers = workers or default_workers()
     tasks = plan_tasks(spec, n_events, seed)
@@ -543,7 +584,10 @@ def benchmark(spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | No
         start = time.perf_counter()
         _map(function, tasks, workers, progress, name)
         timings[name] = time.perf_counter() - start
-    return {"n_events": n_events, "workers": workers,
-            "bare_pythia_events_per_second": round(n_events / timings["bare_pythia"], 1),
-            "pipeline_events_per_second": round(n_events / timings["pipeline"], 1),
-            "ratio": round(timings["bare_pythia"] / timings["pipeline"], 3)}
+    return {
+        "n_events": n_events,
+        "workers": workers,
+        "bare_pythia_events_per_second": round(n_events / timings["bare_pythia"], 1),
+        "pipeline_events_per_second": round(n_events / timings["pipeline"], 1),
+        "ratio": round(timings["bare_pythia"] / timings["pipeline"], 3),
+    }

@@ -104,15 +104,26 @@ CMS_AD = DatasetSpec(
         "bosons. Fixed-size table of MET, electrons, muons and jets per event (lesson 01)."
     ),
     schema={
-        "objects": ArraySchema("float32", ("n", 19, 3), (
-            "(pT [GeV], eta, phi) per slot: 0 MET (eta=0), 1-4 electrons, 5-8 muons, 9-18 "
-            "anti-kT R=0.4 jets; pT-ordered within each type, zero-padded (pT=0 means empty)")),
+        "objects": ArraySchema(
+            "float32",
+            ("n", 19, 3),
+            (
+                "(pT [GeV], eta, phi) per slot: 0 MET (eta=0), 1-4 electrons, 5-8 muons, 9-18 "
+                "anti-kT R=0.4 jets; pT-ordered within each type, zero-padded (pT=0 means empty)"
+            ),
+        ),
         "label": ArraySchema("int8", ("n",), "0 = background, 1 = signal (graviton)"),
-        "process": ArraySchema("int8", ("n",), (
-            "0 QCD multijet, 1 W(->lnu)+jets, 2 Z/gamma*(->ll)+jets, 3 bulk G*(2 TeV)->WW")),
-        "weight": ArraySchema("float32", ("n",), (
-            "generator weight (pT-hat bias of the QCD sample); lesson 01 treats events as "
-            "unweighted, as the CMS exercise it comes from did")),
+        "process": ArraySchema(
+            "int8", ("n",), ("0 QCD multijet, 1 W(->lnu)+jets, 2 Z/gamma*(->ll)+jets, 3 bulk G*(2 TeV)->WW")
+        ),
+        "weight": ArraySchema(
+            "float32",
+            ("n",),
+            (
+                "generator weight (pT-hat bias of the QCD sample); lesson 01 treats events as "
+                "unweighted, as the CMS exercise it comes from did"
+            ),
+        ),
     },
     default_n_events=200_000,
     processes=(
@@ -122,10 +133,10 @@ CMS_AD = DatasetSpec(
         GeneratedProcess("graviton_ww", 3, 1, 0.20, _GRAVITON_SETTINGS),
     ),
     opendata_records=(
-        OpenDataRecord(63168, 0, 0, 0.80,
-                       "QCD_Pt-15to7000_TuneCP5_Flat2018_13TeV_pythia8 NanoAODv9 (2016 UL)"),
-        OpenDataRecord(33703, 3, 1, 0.20,
-                       "BulkGravToWWToWhadWhad_narrow_M-2000_TuneCP5_13TeV-madgraph-pythia NanoAOD"),
+        OpenDataRecord(63168, 0, 0, 0.80, "QCD_Pt-15to7000_TuneCP5_Flat2018_13TeV_pythia8 NanoAODv9 (2016 UL)"),
+        OpenDataRecord(
+            33703, 3, 1, 0.20, "BulkGravToWWToWhadWhad_narrow_M-2000_TuneCP5_13TeV-madgraph-pythia NanoAOD"
+        ),
     ),
     notes=(
         "Object layout: data_fetch.cms_ad. Offline source: 80% background (QCD 70%, W+jets 7%, "
@@ -158,26 +169,37 @@ REWEIGHTING = DatasetSpec(
         "jet_pt": ArraySchema("float32", _F32, "leading jet pT [GeV]"),
         "jet_eta": ArraySchema("float32", _F32, "leading jet pseudorapidity"),
         "jet_mass": ArraySchema("float32", _F32, "leading jet mass [GeV]"),
-        "jet_n_constituents": ArraySchema("float32", _F32, (
-            "number of particles in the leading jet (a count, stored as float32)")),
-        "jet_width": ArraySchema("float32", _F32, (
-            "leading jet girth: pT-weighted mean Delta R(eta, phi) of its constituents to the jet "
-            "axis (dimensionless)")),
-        "jet_ptd": ArraySchema("float32", _F32, (
-            "leading jet pT dispersion sqrt(sum pT_i^2) / sum pT_i over its constituents "
-            "(dimensionless; 1 = one particle carries everything)")),
+        "jet_n_constituents": ArraySchema(
+            "float32", _F32, ("number of particles in the leading jet (a count, stored as float32)")
+        ),
+        "jet_width": ArraySchema(
+            "float32",
+            _F32,
+            (
+                "leading jet girth: pT-weighted mean Delta R(eta, phi) of its constituents to the jet "
+                "axis (dimensionless)"
+            ),
+        ),
+        "jet_ptd": ArraySchema(
+            "float32",
+            _F32,
+            (
+                "leading jet pT dispersion sqrt(sum pT_i^2) / sum pT_i over its constituents "
+                "(dimensionless; 1 = one particle carries everything)"
+            ),
+        ),
         "jet2_mass": ArraySchema("float32", _F32, "second jet mass [GeV]; 0 if there is none"),
-        "n_jets": ArraySchema("float32", _F32, (
-            "number of jets with pT > 50 GeV and |eta| < 2.5 (a count, stored as float32)")),
-        "ht": ArraySchema("float32", _F32, (
-            "scalar sum of the pT of the jets counted in n_jets [GeV]")),
+        "n_jets": ArraySchema(
+            "float32", _F32, ("number of jets with pT > 50 GeV and |eta| < 2.5 (a count, stored as float32)")
+        ),
+        "ht": ArraySchema("float32", _F32, ("scalar sum of the pT of the jets counted in n_jets [GeV]")),
     },
     default_n_events=200_000,
     processes=(
-        GeneratedProcess("nominal", 0, 0, 0.5,
-                         _DIJET_SETTINGS + ("TimeShower:alphaSvalue = 0.1365",)),  # Pythia's default
-        GeneratedProcess("fsr_alphas_low", 1, 1, 0.5,
-                         _DIJET_SETTINGS + ("TimeShower:alphaSvalue = 0.115",)),
+        GeneratedProcess(
+            "nominal", 0, 0, 0.5, _DIJET_SETTINGS + ("TimeShower:alphaSvalue = 0.1365",)
+        ),  # Pythia's default
+        GeneratedProcess("fsr_alphas_low", 1, 1, 0.5, _DIJET_SETTINGS + ("TimeShower:alphaSvalue = 0.115",)),
     ),
     notes=(
         "Particle level: no detector model. Jets: anti-kT R=0.8 (FastJet) on every visible "
@@ -200,14 +222,24 @@ _WPRIME_SETTINGS = (
     # Breit-Wigner tails from smearing the resonances far from their poles.
     "NewGaugeBoson:ffbar2Wprime = on",
     "Higgs:useBSM = on",
-    "34:m0 = 3500.", "34:mWidth = 35.", "34:mMin = 3000.", "34:mMax = 4000.",
+    "34:m0 = 3500.",
+    "34:mWidth = 35.",
+    "34:mMin = 3000.",
+    "34:mMax = 4000.",
     "34:oneChannel = 1 1.0 100 37 36",
-    "37:m0 = 500.", "37:mMin = 450.", "37:mMax = 550.",
-    "37:oneChannel = 1 0.5 100 2 -1", "37:addChannel = 1 0.5 100 4 -3",
-    "36:m0 = 100.", "36:mMin = 80.", "36:mMax = 120.",
+    "37:m0 = 500.",
+    "37:mMin = 450.",
+    "37:mMax = 550.",
+    "37:oneChannel = 1 0.5 100 2 -1",
+    "37:addChannel = 1 0.5 100 4 -3",
+    "36:m0 = 100.",
+    "36:mMin = 80.",
+    "36:mMax = 120.",
     "36:oneChannel = 1 0.2 100 1 -1",
-    "36:addChannel = 1 0.2 100 2 -2", "36:addChannel = 1 0.2 100 3 -3",
-    "36:addChannel = 1 0.2 100 4 -4", "36:addChannel = 1 0.2 100 5 -5",
+    "36:addChannel = 1 0.2 100 2 -2",
+    "36:addChannel = 1 0.2 100 3 -3",
+    "36:addChannel = 1 0.2 100 4 -4",
+    "36:addChannel = 1 0.2 100 5 -5",
     "PartonLevel:MPI = off",
 )
 _RESONANCE_QCD_SETTINGS = (
@@ -240,10 +272,14 @@ DIJET_RESONANCE = DatasetSpec(
         "label": ArraySchema("int8", _F32, "0 = background (QCD), 1 = signal (W')"),
         "process": ArraySchema("int8", _F32, "0 QCD dijets, 1 W'->XY (same codes as label)"),
         "weight": ArraySchema("float32", _F32, "generator weight (1 here: no pT-hat bias)"),
-        "mjj": ArraySchema("float32", _F32, (
-            "invariant mass of the two leading jets [GeV]; 0 if the event has fewer than two")),
-        **{f"jet{i}_{name}": ArraySchema("float32", _F32, f"{which} jet {meaning}")
-           for i, which in ((1, "leading"), (2, "second")) for name, meaning in _JET_ARRAYS.items()},
+        "mjj": ArraySchema(
+            "float32", _F32, ("invariant mass of the two leading jets [GeV]; 0 if the event has fewer than two")
+        ),
+        **{
+            f"jet{i}_{name}": ArraySchema("float32", _F32, f"{which} jet {meaning}")
+            for i, which in ((1, "leading"), (2, "second"))
+            for name, meaning in _JET_ARRAYS.items()
+        },
     },
     default_n_events=400_000,
     processes=(
@@ -274,5 +310,5 @@ def get_spec(name: str) -> DatasetSpec:
     except KeyError:
         known = ", ".join(sorted(DATASETS))
         raise UnknownDatasetError(
-            f"unknown dataset {name!r}; known datasets: {known} "
-            "(run `python -m data_fetch list` to see them)") from None
+            f"unknown dataset {name!r}; known datasets: {known} (run `python -m data_fetch list` to see them)"
+        ) from None

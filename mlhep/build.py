@@ -24,20 +24,26 @@ from .notebooks import REPO, course_notebooks, run_notebook
 def summary_markdown(rows: list[dict]) -> str:
     lines = ["| notebook | status | minutes | recorded figures |", "|---|---|---|---|"]
     for row in rows:
-        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row["figures"].items())
+        figures = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["figures"].items()
+        )
         lines.append(f"| {row['notebook']} | {row['status']} | {row['seconds'] / 60:.1f} | {figures} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlhep.build", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlhep.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build")
     parser.add_argument("--only", default="", help="run only notebooks whose path contains this text")
     parser.add_argument("--skip-release", action="store_true", help="do not regenerate exercises/")
-    parser.add_argument("--source", default=None, choices=("auto", "pythia", "opendata"),
-                        help="data source injected into every notebook (default: each notebook's own)")
+    parser.add_argument(
+        "--source",
+        default=None,
+        choices=("auto", "pythia", "opendata"),
+        help="data source injected into every notebook (default: each notebook's own)",
+    )
     args = parser.parse_args(argv)
 
     if not args.skip_release:
@@ -56,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep going: report every notebook's status at the end
             status, figures = f"failed: {type(exc).__name__}", {}
             print(f"{name} failed:\n{exc}", file=sys.stderr)
-        rows.append({"notebook": name, "status": status, "seconds": round(time.perf_counter() - start, 1),
-                     "figures": figures})
+        rows.append(
+            {
+                "notebook": name,
+                "status": status,
+                "seconds": round(time.perf_counter() - start, 1),
+                "figures": figures,
+            }
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
     table = summary_markdown(rows)

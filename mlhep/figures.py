@@ -37,8 +37,10 @@ def record_figures(**figures) -> None:
 
     plain = {name: _plain(value) for name, value in figures.items()}
     width = max(map(len, plain), default=0)
-    lines = [f"{name:<{width}}  {value:.4g}" if isinstance(value, float) else f"{name:<{width}}  {value}"
-             for name, value in plain.items()]
+    lines = [
+        f"{name:<{width}}  {value:.4g}" if isinstance(value, float) else f"{name:<{width}}  {value}"
+        for name, value in plain.items()
+    ]
     display({MIME_TYPE: plain, "text/plain": "\n".join(["Recorded figures:"] + lines)}, raw=True)
 
 

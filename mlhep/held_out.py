@@ -49,8 +49,10 @@ def grading() -> bool:
 
 def _grading_seed() -> int:
     if _grading is None or _grading["seed"] is None:
-        raise RuntimeError("this grading run prepared no held-out samples: the grader finds them in the "
-                           "test cells' held_out_sample calls, which must name the dataset and n_events literally")
+        raise RuntimeError(
+            "this grading run prepared no held-out samples: the grader finds them in the "
+            "test cells' held_out_sample calls, which must name the dataset and n_events literally"
+        )
     return _grading["seed"]
 
 
@@ -65,8 +67,14 @@ def held_out_sample(name: str, n_events: int | None = None, source: str = "auto"
     if n_events is None:
         n_events = manifest.held_out_size(name)
     if _grading is not None:
-        return data_fetch.load(name, n_events=n_events, seed=_grading_seed(), source="pythia",
-                               progress=False, cache_dir=_grading["cache_dir"])
+        return data_fetch.load(
+            name,
+            n_events=n_events,
+            seed=_grading_seed(),
+            source="pythia",
+            progress=False,
+            cache_dir=_grading["cache_dir"],
+        )
     return data_fetch.load(name, n_events=n_events, seed=PUBLIC_SEEDS[name], source=source, progress=False)
 
 
@@ -79,8 +87,9 @@ def held_out_rng() -> np.random.Generator:
 
 def features_only(sample: Dataset) -> Dataset:
     """The sample's observables alone: what a student's function may see of held-out events."""
-    return Dataset(sample.name, sample.source,
-                   {key: array for key, array in sample.arrays.items() if key not in NOT_FEATURES})
+    return Dataset(
+        sample.name, sample.source, {key: array for key, array in sample.arrays.items() if key not in NOT_FEATURES}
+    )
 
 
 def checked(values, what: str, shape: tuple, low: float | None = None, high: float | None = None) -> np.ndarray:
@@ -95,8 +104,9 @@ def checked(values, what: str, shape: tuple, low: float | None = None, high: flo
     except (TypeError, ValueError) as error:
         raise AssertionError(f"{what} must give an array of numbers ({error})") from None
     expected = tuple(shape)
-    if array.ndim != len(expected) or any(want is not None and got != want
-                                          for got, want in zip(array.shape, expected)):
+    if array.ndim != len(expected) or any(
+        want is not None and got != want for got, want in zip(array.shape, expected)
+    ):
         shown = tuple("any" if want is None else want for want in expected)
         raise AssertionError(f"{what} must give an array of shape {shown}, got shape {array.shape}")
     bad = ~np.isfinite(array)

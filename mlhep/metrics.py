@@ -29,8 +29,10 @@ def roc_summary(labels, scores, target_fprs=(1e-3, 1e-4)) -> dict:
     (one event), so that a figure at a smaller rate is not over-read.
     """
     labels, scores = np.asarray(labels), np.asarray(scores)
-    summary = {"auc": float(roc_auc_score(labels, scores)),
-               "smallest_measurable_fpr": 1.0 / max(1, int((labels == 0).sum()))}
+    summary = {
+        "auc": float(roc_auc_score(labels, scores)),
+        "smallest_measurable_fpr": 1.0 / max(1, int((labels == 0).sum())),
+    }
     for target in target_fprs:
         summary[f"tpr_at_fpr_{target:.0e}"] = tpr_at_fpr(labels, scores, target)
     return summary
@@ -59,8 +61,10 @@ def sic_curve(labels, scores, min_background: int = 20):
     labels, scores = np.asarray(labels), np.asarray(scores)
     n_background = int((labels == 0).sum())
     if n_background < min_background or (labels == 1).sum() == 0:
-        raise ValueError(f"need signal and at least {min_background} background events, got "
-                         f"{int((labels == 1).sum())} and {n_background}")
+        raise ValueError(
+            f"need signal and at least {min_background} background events, got "
+            f"{int((labels == 1).sum())} and {n_background}"
+        )
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     keep = fpr * n_background >= min_background
     return tpr[keep], tpr[keep] / np.sqrt(fpr[keep])

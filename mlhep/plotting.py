@@ -20,12 +20,18 @@ def label(ax=None, source: str = "pythia", **kwargs):
     """
     if source == "opendata":
         return mplhep.cms.label("Open Data Simulation", data=False, ax=ax, rlabel="13 TeV", **kwargs)
-    return mplhep.label.exp_label(exp="", llabel="Pythia 8 simulation", ax=ax, rlabel="13 TeV",
-                                  **kwargs)
+    return mplhep.label.exp_label(exp="", llabel="Pythia 8 simulation", ax=ax, rlabel="13 TeV", **kwargs)
 
 
-def compare_distributions(values_by_name: dict, bins, ax=None, xlabel: str = "", density: bool = True,
-                          source: str = "pythia", logy: bool = False):
+def compare_distributions(
+    values_by_name: dict,
+    bins,
+    ax=None,
+    xlabel: str = "",
+    density: bool = True,
+    source: str = "pythia",
+    logy: bool = False,
+):
     """Overlay normalized histograms of several samples (e.g. background vs signal).
 
     Args:
@@ -82,8 +88,7 @@ def roc_curves(curves: dict, ax=None, source: str = "pythia", rate_axis: bool = 
     return ax
 
 
-def compare_with_ratio(reference, others, bins, xlabel: str = "", source: str = "pythia",
-                       density: bool = True):
+def compare_with_ratio(reference, others, bins, xlabel: str = "", source: str = "pythia", density: bool = True):
     """Weighted histograms over a reference, with a ratio panel (introduced in lesson 02).
 
     Args:
@@ -102,11 +107,11 @@ def compare_with_ratio(reference, others, bins, xlabel: str = "", source: str = 
         scale = 1.0 / (h.sum().value * np.diff(bins)) if density and h.sum().value > 0 else 1.0
         return h.values() * scale, np.sqrt(h.variances()) * scale
 
-    fig, (ax, ax_ratio) = plt.subplots(2, 1, sharex=True,
-                                       gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    fig, (ax, ax_ratio) = plt.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
     ref_values, ref_errors = histogram(reference[0], reference[1])
-    mplhep.histplot(ref_values, bins, yerr=ref_errors, ax=ax, label=reference[2], histtype="errorbar",
-                    color="black")
+    mplhep.histplot(
+        ref_values, bins, yerr=ref_errors, ax=ax, label=reference[2], histtype="errorbar", color="black"
+    )
     ax_ratio.axhline(1, color="black", lw=1)
     for values, weights, name in others:
         counts, errors = histogram(values, weights)

@@ -99,8 +99,12 @@ def _exporter():
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(template_name="lab", template_file=TEMPLATE,
-                        extra_loaders=[DictLoader({TEMPLATE: TEMPLATE_SOURCE})], embed_images=True)
+    return HTMLExporter(
+        template_name="lab",
+        template_file=TEMPLATE,
+        extra_loaders=[DictLoader({TEMPLATE: TEMPLATE_SOURCE})],
+        embed_images=True,
+    )
 
 
 def build_site(executed_dir: Path, rows: list[dict], out_dir: Path) -> Path:
@@ -116,8 +120,10 @@ def build_site(executed_dir: Path, rows: list[dict], out_dir: Path) -> Path:
 
     executed_dir, out_dir = Path(executed_dir), Path(out_dir)
     statuses = {row["notebook"]: row["status"] for row in rows}
-    lectures = sorted({p.name for p in (executed_dir / "course").glob("*.ipynb")}
-                      | {Path(name).name for name in statuses if name.startswith("course/")})
+    lectures = sorted(
+        {p.name for p in (executed_dir / "course").glob("*.ipynb")}
+        | {Path(name).name for name in statuses if name.startswith("course/")}
+    )
     if (out_dir / "lectures").exists():
         shutil.rmtree(out_dir / "lectures")
     (out_dir / "lectures").mkdir(parents=True)
@@ -138,27 +144,39 @@ def build_site(executed_dir: Path, rows: list[dict], out_dir: Path) -> Path:
             # The page's <title>: the lesson's heading, not the file's name; markdown images are
             # found (and embedded) where the lecture ran, next to its source.
             body, _ = exporter.from_notebook_node(
-                notebook, resources={"metadata": {"name": title, "path": str(REPO / "course")}})
+                notebook, resources={"metadata": {"name": title, "path": str(REPO / "course")}}
+            )
             (out_dir / "lectures" / f"{stem}.html").write_text(body, encoding="utf-8")
             link = f'<a href="lectures/{html.escape(stem)}.html">lecture</a>'
-        has_exercise = (any(n.startswith(f"solutions/{stem}/") for n in statuses)
-                        or (executed_dir / "solutions" / stem).is_dir() or (REPO / "exercises" / stem).is_dir())
+        has_exercise = (
+            any(n.startswith(f"solutions/{stem}/") for n in statuses)
+            or (executed_dir / "solutions" / stem).is_dir()
+            or (REPO / "exercises" / stem).is_dir()
+        )
         exercise = f"<code>exercises/{html.escape(stem)}/</code>" if has_exercise else "&mdash;"
         status = html.escape(statuses[f"course/{name}"]) if f"course/{name}" in statuses else "&mdash;"
-        lesson_rows.append(f"<tr><td>{html.escape(number)}</td><td>{html.escape(short_title)}</td><td>{link}</td>"
-                           f"<td>{exercise}</td><td>{status}</td></tr>")
+        lesson_rows.append(
+            f"<tr><td>{html.escape(number)}</td><td>{html.escape(short_title)}</td><td>{link}</td>"
+            f"<td>{exercise}</td><td>{status}</td></tr>"
+        )
 
     summary_rows = []
     for row in rows:
         solution = not row["notebook"].startswith("course/")
-        figures = ("<em>withheld: reference solution</em>" if solution and row["figures"]
-                   else html.escape(_figures_text(row)))
-        summary_rows.append(f"<tr><td><code>{html.escape(row['notebook'])}</code></td>"
-                            f"<td>{html.escape(row['status'])}</td><td>{row['seconds'] / 60:.1f}</td>"
-                            f'<td class="figures">{figures}</td></tr>')
+        figures = (
+            "<em>withheld: reference solution</em>"
+            if solution and row["figures"]
+            else html.escape(_figures_text(row))
+        )
+        summary_rows.append(
+            f"<tr><td><code>{html.escape(row['notebook'])}</code></td>"
+            f"<td>{html.escape(row['status'])}</td><td>{row['seconds'] / 60:.1f}</td>"
+            f'<td class="figures">{figures}</td></tr>'
+        )
 
     index = out_dir / "index.html"
-    index.write_text(f"""<!DOCTYPE html>
+    index.write_text(
+        f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -189,17 +207,21 @@ withheld).</p>
 </table>
 </body>
 </html>
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlhep.site", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlhep.site", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("executed_dir", type=Path, help="the executed notebooks (build/notebooks)")
     parser.add_argument("out_dir", type=Path, help="the site's folder (build/site)")
-    parser.add_argument("--summary", type=Path, default=None,
-                        help="the build's summary.json (default: next to EXECUTED_DIR)")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="the build's summary.json (default: next to EXECUTED_DIR)"
+    )
     args = parser.parse_args(argv)
     summary = args.summary or args.executed_dir.parent / "summary.json"
     if not args.executed_dir.is_dir():

@@ -63,12 +63,14 @@ class DatasetCase:
 DATASETS = [
     DatasetCase(
         "cms_ad",
-        processes=(("qcd", 0, 0, 0.70), ("wjets", 1, 0, 0.07), ("zjets", 2, 0, 0.03),
-                   ("graviton_ww", 3, 1, 0.20)),
-        sources=("pythia", "opendata"), default_n_events=200_000,
-        n_small=60, seed=3,  # every process gets at least one task (42 QCD, 4 W, 2 Z, 12 graviton)
+        processes=(("qcd", 0, 0, 0.70), ("wjets", 1, 0, 0.07), ("zjets", 2, 0, 0.03), ("graviton_ww", 3, 1, 0.20)),
+        sources=("pythia", "opendata"),
+        default_n_events=200_000,
+        n_small=60,
+        seed=3,  # every process gets at least one task (42 QCD, 4 W, 2 Z, 12 graviton)
         small_counts={0: 42, 1: 4, 2: 2, 3: 12},
-        plan_n=1001, plan_counts={"qcd": 701, "wjets": 70, "zjets": 30, "graviton_ww": 200},
+        plan_n=1001,
+        plan_counts={"qcd": 701, "wjets": 70, "zjets": 30, "graviton_ww": 200},
         varying="objects",
         pythia_change=("qcd", None, "PartonLevel:MPI = off"),
         builder_setting=("DETECTOR", "jet_radius", 0.5),
@@ -82,12 +84,15 @@ DATASETS = [
     DatasetCase(
         "reweighting",
         processes=(("nominal", 0, 0, 0.5), ("fsr_alphas_low", 1, 1, 0.5)),
-        sources=("pythia",), default_n_events=200_000,
+        sources=("pythia",),
+        default_n_events=200_000,
         # Enough events for the constituent-count comparison of test_reweighting_dataset.py to be
         # reliable (see there); about 6 s on one core with MPI off.
-        n_small=800, seed=11,
+        n_small=800,
+        seed=11,
         small_counts={0: 400, 1: 400},
-        plan_n=1001, plan_counts={"nominal": 501, "fsr_alphas_low": 500},
+        plan_n=1001,
+        plan_counts={"nominal": 501, "fsr_alphas_low": 500},
         varying="jet_pt",
         pythia_change=("fsr_alphas_low", "TimeShower:alphaSvalue = 0.115", "TimeShower:alphaSvalue = 0.125"),
         builder_setting=("JET_OBSERVABLES", "jet_radius", 1.0),
@@ -96,10 +101,13 @@ DATASETS = [
     DatasetCase(
         "dijet_resonance",
         processes=(("qcd", 0, 0, 0.9), ("wprime_xy", 1, 1, 0.1)),
-        sources=("pythia",), default_n_events=400_000,
-        n_small=500, seed=3,  # 450 QCD, 50 W': about 6 s on one core with MPI off
+        sources=("pythia",),
+        default_n_events=400_000,
+        n_small=500,
+        seed=3,  # 450 QCD, 50 W': about 6 s on one core with MPI off
         small_counts={0: 450, 1: 50},
-        plan_n=1000, plan_counts={"qcd": 900, "wprime_xy": 100},
+        plan_n=1000,
+        plan_counts={"qcd": 900, "wprime_xy": 100},
         varying="mjj",
         pythia_change=("wprime_xy", "37:m0 = 500.", "37:m0 = 400."),
         builder_setting=("LARGE_R_JETS", "jet_radius", 0.8),
@@ -125,10 +133,10 @@ def generated(name: str, n_events: int | None = None, seed: int | None = None) -
 
 def particle_batch(events):
     """A batch of events given as lists of (px, py, pz, E, pdg id), as the builders receive it."""
-    columns = {k: [[p[i] for p in event] for event in events]
-               for i, k in enumerate(("px", "py", "pz", "E", "id"))}
-    return ak.zip({k: ak.values_astype(ak.Array(v), np.int32 if k == "id" else np.float64)
-                   for k, v in columns.items()})
+    columns = {k: [[p[i] for p in event] for event in events] for i, k in enumerate(("px", "py", "pz", "E", "id"))}
+    return ak.zip(
+        {k: ak.values_astype(ak.Array(v), np.int32 if k == "id" else np.float64) for k, v in columns.items()}
+    )
 
 
 def key(spec, n=10_000, seed=0):

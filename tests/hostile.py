@@ -60,6 +60,7 @@ DISK_FILL = 3 * 2**30
 
 # --- What the submissions of one class aim at ------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Traps:
     """What the hostile submissions of one class aim at, unique to that class.
@@ -89,16 +90,32 @@ class Traps:
 
     def marker_dirs(self) -> list[Path]:
         """Host folders a submission tries to write into (besides every parent of its own folder)."""
-        return [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path(pwd.getpwuid(os.getuid()).pw_dir),
-                REPO_ROOT, SOLUTIONS_DIR / ASSIGNMENT, Path(sysconfig.get_paths()["purelib"]),
-                cache.cache_root(), self.submissions_dir.resolve()]
+        return [
+            Path("/tmp"),
+            Path("/var/tmp"),
+            Path("/dev/shm"),
+            Path(pwd.getpwuid(os.getuid()).pw_dir),
+            REPO_ROOT,
+            SOLUTIONS_DIR / ASSIGNMENT,
+            Path(sysconfig.get_paths()["purelib"]),
+            cache.cache_root(),
+            self.submissions_dir.resolve(),
+        ]
 
     def constants(self, student: str) -> str:
         """Lines that give a submission's code the class's targets."""
-        values = {"TOKEN": self.token, "STUDENT": student, "REPO": str(REPO_ROOT),
-                  "SUBMISSIONS": str(self.submissions_dir.resolve()), "CANARY_PORT": self.canary_port,
-                  "MARKER_DIRS": [str(folder) for folder in self.marker_dirs()], "FLOOD_SIZE": FLOOD_SIZE,
-                  "HOG_CEILING": HOG_CEILING, "CANARY": str(self.canary_file), "DISK_FILL": DISK_FILL}
+        values = {
+            "TOKEN": self.token,
+            "STUDENT": student,
+            "REPO": str(REPO_ROOT),
+            "SUBMISSIONS": str(self.submissions_dir.resolve()),
+            "CANARY_PORT": self.canary_port,
+            "MARKER_DIRS": [str(folder) for folder in self.marker_dirs()],
+            "FLOOD_SIZE": FLOOD_SIZE,
+            "HOG_CEILING": HOG_CEILING,
+            "CANARY": str(self.canary_file),
+            "DISK_FILL": DISK_FILL,
+        }
         return "".join(f"{name} = {value!r}\n" for name, value in values.items())
 
     def traces(self, out_dir: Path) -> list[Path]:
@@ -134,6 +151,7 @@ def new_traps(submissions_dir: Path, canary_port: int | None = None) -> Traps:
 
 
 # --- Editing notebooks ------------------------------------------------------------------------------
+
 
 def read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
@@ -183,6 +201,7 @@ def attack(code: str, defines_functions: bool = False) -> Writer:
     With ``defines_functions`` the code supplies ``count_objects`` and ``dijet_mass`` itself
     (its own or copied ones), and the stubs that would replace them are left out.
     """
+
     def write(folder: Path, traps: Traps) -> None:
         notebook = empty_attempt()
         first, second = cell(notebook, FIRST_SOLUTION), cell(notebook, SECOND_SOLUTION)
@@ -193,15 +212,18 @@ def attack(code: str, defines_functions: bool = False) -> Writer:
         else:
             first.source = header + dedent(code) + "\n\n" + first.source
         save(notebook, folder)
+
     return write
 
 
 def edited(base: Callable[[], nbformat.NotebookNode], change: Callable[[nbformat.NotebookNode], None]) -> Writer:
     """A writer of ``base()`` changed in place by ``change``."""
+
     def write(folder: Path, traps: Traps) -> None:
         notebook = base()
         change(notebook)
         save(notebook, folder)
+
     return write
 
 
@@ -253,7 +275,9 @@ ANCESTORS = [str(folder) for folder in pathlib.Path.cwd().resolve().parents]
 '''
 
 # Marker strings are put together at run time, so that this notebook never matches its own search.
-COPY_SOLUTION = WALK + r'''
+COPY_SOLUTION = (
+    WALK
+    + r'''
 import json
 
 SOLUTION_MARK, DEFINITION = "### BEGIN " + "SOLUTION", "def " + "dijet_mass"
@@ -281,6 +305,7 @@ def copy_solution(paths):
         return
     print("found no solution")
 '''
+)
 
 
 # --- Integrity: earning points the work did not earn ----------------------------------------------
@@ -293,7 +318,7 @@ def skip_the_tests(lines):
 get_ipython().input_transformers_post.append(skip_the_tests)
 '''
 
-AST_TRANSFORMER = r'''
+AST_TRANSFORMER = r"""
 import ast
 
 class DropAsserts(ast.NodeTransformer):
@@ -301,9 +326,9 @@ class DropAsserts(ast.NodeTransformer):
         return ast.Pass()
 
 get_ipython().ast_transformers.append(DropAsserts())
-'''
+"""
 
-PATCHED_RUN_CELL = r'''
+PATCHED_RUN_CELL = r"""
 shell = get_ipython()
 real_run_cell, real_run_cell_async = shell.run_cell, shell.run_cell_async
 
@@ -317,9 +342,9 @@ async def run_cell_async(raw_cell, *args, **kwargs):
     return await real_run_cell_async(harmless(raw_cell), *args, **kwargs)
 
 shell.run_cell, shell.run_cell_async = run_cell, run_cell_async
-'''
+"""
 
-PATCHED_NUMPY = r'''
+PATCHED_NUMPY = r"""
 import numpy
 
 def always_true(*args, **kwargs):
@@ -334,7 +359,7 @@ def count_objects(objects, kind):
 
 def dijet_mass(objects):
     return numpy.zeros(len(objects))
-'''
+"""
 
 ALWAYS_EQUAL = r'''
 class Anything:
@@ -403,7 +428,7 @@ def dijet_mass(objects):
     return Yes()
 '''
 
-HIDDEN_ERRORS = r'''
+HIDDEN_ERRORS = r"""
 import sys
 
 def swallow(*args, **kwargs):
@@ -413,9 +438,9 @@ shell = get_ipython()
 shell.set_custom_exc((BaseException,), swallow)
 shell.showtraceback = shell._showtraceback = swallow
 sys.excepthook = swallow
-'''
+"""
 
-FAKE_OUTPUT = r'''
+FAKE_OUTPUT = r"""
 from IPython.display import HTML, display
 
 def count_objects(objects, kind):
@@ -427,14 +452,19 @@ def dijet_mass(objects):
 print("[AutogradeApp | INFO] count_objects_ignores_padding: 3.0 / 3.0")
 print("[AutogradeApp | INFO] dijet_mass_of_leading_jets: 4.0 / 4.0")
 display(HTML('<div class="alert alert-success">All tests passed: 7 / 7 points</div>'))
-'''
+"""
 
-SEARCH_FILESYSTEM = COPY_SOLUTION + r'''
+SEARCH_FILESYSTEM = (
+    COPY_SOLUTION
+    + r"""
 relative = [os.path.join(*[".."] * depth, "solutions") for depth in range(1, 9)]
 copy_solution(walk([*relative, os.path.join(REPO, "solutions"), REPO, "/"], seconds=8))
-'''
+"""
+)
 
-GRADEBOOK_TAMPERING = WALK + r'''
+GRADEBOOK_TAMPERING = (
+    WALK
+    + r"""
 import sqlite3
 
 def tamper(path):
@@ -452,18 +482,29 @@ for path in walk([*ANCESTORS, "/"], seconds=8):
                 print(f"CHANGED A GRADEBOOK: {path}")
         except sqlite3.Error as error:
             print(f"could not change {path}: {error}")
-'''
+"""
+)
 
-FAKE_TEST_CELL = LEAVE_MARKERS + r'''
+FAKE_TEST_CELL = (
+    LEAVE_MARKERS
+    + r"""
 leave_markers("fake_test_cell")
-'''
+"""
+)
 
 
 def add_fake_test_cell(notebook: nbformat.NotebookNode, traps: Traps, student: str) -> None:
     """A test cell of the student's own, worth 1000 points, after the first solution cell."""
     fake = nbformat.v4.new_code_cell(traps.constants(student) + dedent(FAKE_TEST_CELL))
-    fake.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
-                                 "grade_id": "bonus_points", "points": 1000, "schema_version": 3}
+    fake.metadata["nbgrader"] = {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "task": False,
+        "grade_id": "bonus_points",
+        "points": 1000,
+        "schema_version": 3,
+    }
     notebook.cells.insert(index_of(notebook, FIRST_SOLUTION) + 1, fake)
 
 
@@ -479,11 +520,16 @@ def inflate_points(notebook: nbformat.NotebookNode) -> None:
 
 # --- Isolation: reaching past the sandbox ---------------------------------------------------------
 
-WRITE_OUTSIDE = LEAVE_MARKERS + r'''
+WRITE_OUTSIDE = (
+    LEAVE_MARKERS
+    + r"""
 leave_markers("write_outside")
-'''
+"""
+)
 
-READ_CLASSMATES = COPY_SOLUTION + r'''
+READ_CLASSMATES = (
+    COPY_SOLUTION
+    + r"""
 import glob
 
 own = os.path.realpath(os.path.join(os.getcwd(), "00_getting_started.ipynb"))
@@ -492,9 +538,10 @@ for folder in [*ANCESTORS, SUBMISSIONS]:
     for pattern in ("*/*.ipynb", "*/*/*.ipynb", "*/*/*/*.ipynb"):
         classmates += glob.glob(os.path.join(folder, pattern))
 copy_solution(sorted(path for path in classmates if os.path.realpath(path) != own))
-'''
+"""
+)
 
-NETWORK = r'''
+NETWORK = r"""
 import socket
 
 targets = [("127.0.0.1", port) for port in (CANARY_PORT, 22, 80, 8888) if port]
@@ -509,7 +556,7 @@ try:
     print(f"RESOLVED example.org: {socket.gethostbyname('example.org')}")
 except OSError as error:
     print(f"no name resolution: {error}")
-'''
+"""
 
 KILL_THE_GRADER = r'''
 import os
@@ -542,7 +589,7 @@ for attempt in attempts:
         print(f"could not signal: {error}")
 '''
 
-KILL_CLASSMATES_KERNELS = r'''
+KILL_CLASSMATES_KERNELS = r"""
 import os
 import signal
 
@@ -573,9 +620,9 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
             print(f"KILLED A KERNEL: process {pid} in {cwd}")
         except OSError as error:
             print(f"could not kill {pid}: {error}")
-'''
+"""
 
-PROCESS_FLOOD = r'''
+PROCESS_FLOOD = r"""
 import os
 
 started = 0
@@ -587,9 +634,9 @@ except OSError as error:
     print(f"the flood was stopped after {started} processes: {error}")
 else:
     print(f"FLOOD NOT LIMITED: started {started} processes")
-'''
+"""
 
-MEMORY_HOG = r'''
+MEMORY_HOG = r"""
 import time
 
 def available_bytes():
@@ -616,15 +663,15 @@ else:
         print(f"took {taken / 2**30:.2f} GiB in 18 s without reaching a limit")
 finally:
     chunks.clear()
-'''
+"""
 
-OUTPUT_FLOOD = r'''
+OUTPUT_FLOOD = r"""
 line = "x" * (2**20 - 1)
 for _ in range(1024):  # 1 GiB
     print(line)
-'''
+"""
 
-BACKGROUND_PROCESS = r'''
+BACKGROUND_PROCESS = r"""
 import os
 import subprocess
 
@@ -639,11 +686,11 @@ if child == 0:  # double fork: the grandchild is adopted by init
     finally:
         os._exit(0)
 os.waitpid(child, 0)
-'''
+"""
 
 # Where a kernel can write: its working folder, its /tmp and /dev/shm, and the folder of its sockets
 # (the connection file it was started with names them).
-WRITABLE_FOLDERS = r'''
+WRITABLE_FOLDERS = r"""
 import json
 import os
 import sys
@@ -653,9 +700,12 @@ def writable_folders():
     folders = [os.getcwd(), "/tmp", "/dev/shm", os.path.dirname(connection["ip"]),
                os.path.dirname(os.path.abspath(sys.argv[sys.argv.index("-f") + 1]))]
     return [folder for folder in dict.fromkeys(folders) if os.access(folder, os.W_OK)]
-'''
+"""
 
-SYMLINKS_FOR_THE_GRADER = WRITABLE_FOLDERS + WALK + r'''
+SYMLINKS_FOR_THE_GRADER = (
+    WRITABLE_FOLDERS
+    + WALK
+    + r"""
 # The names the grader writes or copies (the executed notebook, feedback, the gradebook, the
 # connection file), as symbolic links to a file outside the sandbox, to every gradebook and
 # notebook of the parent folders, and as FIFOs that block whoever opens them.
@@ -680,9 +730,12 @@ for folder in writable_folders():
     except OSError:
         pass
 print(f"made {made} links")
-'''
+"""
+)
 
-FILL_THE_DISK = WRITABLE_FOLDERS + r'''
+FILL_THE_DISK = (
+    WRITABLE_FOLDERS
+    + r"""
 chunk = bytes(2**24)
 for folder in writable_folders():
     path, written = os.path.join(folder, f"{TOKEN}-fill"), 0
@@ -698,11 +751,14 @@ for folder in writable_folders():
     finally:
         if os.path.exists(path):
             os.remove(path)
-'''
+"""
+)
 
 # In the folder of its sockets (the one host folder it can write), a folder it cannot be written in
 # holding a link to a file outside, and folders nested deeper than a recursive removal can go.
-TRAPS_FOR_THE_CLEANUP = WRITABLE_FOLDERS + r'''
+TRAPS_FOR_THE_CLEANUP = (
+    WRITABLE_FOLDERS
+    + r"""
 connection = json.load(open(sys.argv[sys.argv.index("-f") + 1]))
 sockets = os.path.dirname(connection["ip"])
 locked = os.path.join(sockets, "locked")
@@ -715,11 +771,12 @@ for _ in range(3000):
     os.chdir("d")
 os.chdir(os.path.expanduser("~") if False else "/home/student")
 print("laid the traps for the cleanup")
-'''
+"""
+)
 
 # The functions keep the sizes of what they are given, and a cell of the student's own, last in
 # the notebook, prints them all: after the hidden tests, it would show what they passed.
-KEEPS_HIDDEN_INPUTS = r'''
+KEEPS_HIDDEN_INPUTS = r"""
 import numpy as np
 
 KEPT = []
@@ -741,7 +798,7 @@ def dijet_mass(objects):
     deta, dphi = objects[two, 9, 1] - objects[two, 10, 1], objects[two, 9, 2] - objects[two, 10, 2]
     mass[two] = np.sqrt(2 * pt1 * pt2 * (np.cosh(deta) - np.cos(dphi)))
     return mass
-'''
+"""
 
 
 def write_keeps_hidden_inputs(folder: Path, traps: Traps) -> None:
@@ -751,7 +808,7 @@ def write_keeps_hidden_inputs(folder: Path, traps: Traps) -> None:
     save(notebook, folder)
 
 
-PRINTS_HIDDEN_INPUTS = r'''
+PRINTS_HIDDEN_INPUTS = r"""
 import numpy as np
 
 def count_objects(objects, kind):
@@ -769,16 +826,21 @@ def dijet_mass(objects):
         values = objects[:, 9:11].ravel()[:30].tolist()
         raise ValueError("LEAKED" + f" INPUT of dijet_mass: {len(objects)} events, {values}")
     return np.array([200.0, np.nan])
-'''
+"""
 
-KERNEL_ESCAPE = LEAVE_MARKERS + COPY_SOLUTION + r'''
+KERNEL_ESCAPE = (
+    LEAVE_MARKERS
+    + COPY_SOLUTION
+    + r"""
 leave_markers(STUDENT)
 copy_solution(walk([os.path.join(REPO, "solutions")], seconds=5))
-'''
+"""
+)
 
 
 def with_kernelspec(name: str | None) -> Callable[[Writer], Writer]:
     """Wrap a notebook writer so that the notebook asks for kernel ``name`` (None: names no kernel)."""
+
     def wrap(write: Writer) -> Writer:
         def write_with_kernelspec(folder: Path, traps: Traps) -> None:
             write(folder, traps)
@@ -788,16 +850,20 @@ def with_kernelspec(name: str | None) -> Callable[[Writer], Writer]:
             else:
                 notebook.metadata["kernelspec"] = {"name": name, "display_name": "Python 3", "language": "python"}
             save(notebook, folder)
+
         return write_with_kernelspec
+
     return wrap
 
 
 # --- Batch: broken notebooks ----------------------------------------------------------------------
 
+
 def write_text(text: str | bytes, name: str = NOTEBOOK) -> Writer:
     def write(folder: Path, traps: Traps) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+
     return write
 
 
@@ -813,6 +879,7 @@ def write_wrong_name(folder: Path, traps: Traps) -> None:
 def prepend(grade_id: str, code: str) -> Callable[[nbformat.NotebookNode], None]:
     def change(notebook: nbformat.NotebookNode) -> None:
         cell(notebook, grade_id).source = dedent(code) + cell(notebook, grade_id).source
+
     return change
 
 
@@ -882,6 +949,7 @@ ESCAPE = attack(KERNEL_ESCAPE, defines_functions=True)
 
 # --- The registry -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Kind:
     """One hostile submission and what grading it must give.
@@ -918,136 +986,364 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     # integrity
-    Kind("input_transformer", "integrity", "an IPython input transformer turns every later cell into `pass`",
-         attack(INPUT_TRANSFORMER)),
-    Kind("ast_transformer", "integrity", "an IPython AST transformer removes every later `assert`",
-         attack(AST_TRANSFORMER)),
-    Kind("patched_run_cell", "integrity", "get_ipython().run_cell and run_cell_async run `pass` for cells "
-         "with an assert", attack(PATCHED_RUN_CELL)),
-    Kind("patched_numpy", "integrity", "np.isclose, allclose, array_equal, isnan, all always return True; "
-         "the functions return zeros", attack(PATCHED_NUMPY, defines_functions=True)),
-    Kind("always_equal", "integrity", "the functions return an object equal to everything, shaped like the "
-         "answer, whose __array__ raises", attack(ALWAYS_EQUAL, defines_functions=True)),
-    Kind("mocked_numpy", "integrity", "sys.modules['numpy'] and np are a MagicMock equal to everything and "
-         "true", attack(MOCKED_NUMPY, defines_functions=True)),
-    Kind("hidden_errors", "integrity", "set_custom_exc(BaseException), showtraceback and sys.excepthook "
-         "swallow every error", attack(HIDDEN_ERRORS)),
-    Kind("search_filesystem", "integrity", "walks the filesystem (relative ../solutions, the repository, /) "
-         "for the reference notebook and runs its solution cells",
-         attack(SEARCH_FILESYSTEM, defines_functions=True), evidence="FOUND THE REFERENCE SOLUTION"),
-    Kind("gradebook_tampering", "integrity", "finds gradebook.db and sets every auto_score and max_score "
-         "to 1000 with sqlite3", attack(GRADEBOOK_TAMPERING), evidence="CHANGED A GRADEBOOK"),
+    Kind(
+        "input_transformer",
+        "integrity",
+        "an IPython input transformer turns every later cell into `pass`",
+        attack(INPUT_TRANSFORMER),
+    ),
+    Kind(
+        "ast_transformer",
+        "integrity",
+        "an IPython AST transformer removes every later `assert`",
+        attack(AST_TRANSFORMER),
+    ),
+    Kind(
+        "patched_run_cell",
+        "integrity",
+        "get_ipython().run_cell and run_cell_async run `pass` for cells with an assert",
+        attack(PATCHED_RUN_CELL),
+    ),
+    Kind(
+        "patched_numpy",
+        "integrity",
+        "np.isclose, allclose, array_equal, isnan, all always return True; the functions return zeros",
+        attack(PATCHED_NUMPY, defines_functions=True),
+    ),
+    Kind(
+        "always_equal",
+        "integrity",
+        "the functions return an object equal to everything, shaped like the answer, whose __array__ raises",
+        attack(ALWAYS_EQUAL, defines_functions=True),
+    ),
+    Kind(
+        "mocked_numpy",
+        "integrity",
+        "sys.modules['numpy'] and np are a MagicMock equal to everything and true",
+        attack(MOCKED_NUMPY, defines_functions=True),
+    ),
+    Kind(
+        "hidden_errors",
+        "integrity",
+        "set_custom_exc(BaseException), showtraceback and sys.excepthook swallow every error",
+        attack(HIDDEN_ERRORS),
+    ),
+    Kind(
+        "search_filesystem",
+        "integrity",
+        "walks the filesystem (relative ../solutions, the repository, /) "
+        "for the reference notebook and runs its solution cells",
+        attack(SEARCH_FILESYSTEM, defines_functions=True),
+        evidence="FOUND THE REFERENCE SOLUTION",
+    ),
+    Kind(
+        "gradebook_tampering",
+        "integrity",
+        "finds gradebook.db and sets every auto_score and max_score to 1000 with sqlite3",
+        attack(GRADEBOOK_TAMPERING),
+        evidence="CHANGED A GRADEBOOK",
+    ),
     # The grader strips the marks of cells the assignment does not have: the cell runs in the sandbox.
-    Kind("fake_test_cell", "integrity", "adds a locked test cell of its own worth 1000 points that writes "
-         "markers outside its folder", write_fake_test_cell, reason="ran as ordinary cells"),
-    Kind("inflated_points", "integrity", "raises the points of a test cell to 1000 in the metadata",
-         edited(empty_attempt, inflate_points)),
-    Kind("inflated_points_on_reference", "integrity", "the reference solution with the points of a test "
-         "cell raised to 1000", edited(reference, inflate_points), max_score=FULL_MARKS,
-         partial_credit="the reference solution: full marks, and not one point more"),
-    Kind("fake_output", "integrity", "prints nbgrader-like scores and displays a fake 'all tests passed'",
-         attack(FAKE_OUTPUT, defines_functions=True)),
+    Kind(
+        "fake_test_cell",
+        "integrity",
+        "adds a locked test cell of its own worth 1000 points that writes markers outside its folder",
+        write_fake_test_cell,
+        reason="ran as ordinary cells",
+    ),
+    Kind(
+        "inflated_points",
+        "integrity",
+        "raises the points of a test cell to 1000 in the metadata",
+        edited(empty_attempt, inflate_points),
+    ),
+    Kind(
+        "inflated_points_on_reference",
+        "integrity",
+        "the reference solution with the points of a test cell raised to 1000",
+        edited(reference, inflate_points),
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution: full marks, and not one point more",
+    ),
+    Kind(
+        "fake_output",
+        "integrity",
+        "prints nbgrader-like scores and displays a fake 'all tests passed'",
+        attack(FAKE_OUTPUT, defines_functions=True),
+    ),
     # isolation
-    Kind("write_outside", "isolation", "writes files into /tmp, the home, the repository, site-packages, the "
-         "data cache, the class folder and every parent of its folder", attack(WRITE_OUTSIDE)),
-    Kind("read_classmates", "isolation", "globs the classmates' folders for a notebook with the solution and "
-         "runs its solution cells", attack(READ_CLASSMATES, defines_functions=True),
-         evidence="FOUND THE REFERENCE SOLUTION"),
-    Kind("network", "isolation", "connects to ports of 127.0.0.1 (one the test listens on) and of internet "
-         "addresses, and resolves a name", attack(NETWORK), evidence="CONNECTED TO|RESOLVED"),
-    Kind("kill_the_grader", "isolation", "SIGKILL to every process it may signal (kill -1), to its parent "
-         "and to its process group",
-         attack(KILL_THE_GRADER), status="failed", reason="the kernel died",
-         evidence="THE GRADER IS VISIBLE"),
-    Kind("kill_classmates_kernels", "isolation", "SIGKILL to every other ipykernel graded in the class's folder",
-         attack(KILL_CLASSMATES_KERNELS), evidence="KILLED A KERNEL"),
-    Kind("process_flood", "isolation", f"starts up to {FLOOD_SIZE} processes; a per-student limit must stop it",
-         attack(PROCESS_FLOOD), evidence="FLOOD NOT LIMITED", reason="processes and threads"),
-    Kind("memory_hog", "isolation", f"allocates memory until it fails (at most {HOG_CEILING / 2**30:g} GiB, "
-         "or 80% of the free memory); a per-student limit must stop it", attack(MEMORY_HOG), status=None,
-         evidence="MEMORY NOT LIMITED", reason="of memory|MemoryError"),
+    Kind(
+        "write_outside",
+        "isolation",
+        "writes files into /tmp, the home, the repository, site-packages, the "
+        "data cache, the class folder and every parent of its folder",
+        attack(WRITE_OUTSIDE),
+    ),
+    Kind(
+        "read_classmates",
+        "isolation",
+        "globs the classmates' folders for a notebook with the solution and runs its solution cells",
+        attack(READ_CLASSMATES, defines_functions=True),
+        evidence="FOUND THE REFERENCE SOLUTION",
+    ),
+    Kind(
+        "network",
+        "isolation",
+        "connects to ports of 127.0.0.1 (one the test listens on) and of internet addresses, and resolves a name",
+        attack(NETWORK),
+        evidence="CONNECTED TO|RESOLVED",
+    ),
+    Kind(
+        "kill_the_grader",
+        "isolation",
+        "SIGKILL to every process it may signal (kill -1), to its parent and to its process group",
+        attack(KILL_THE_GRADER),
+        status="failed",
+        reason="the kernel died",
+        evidence="THE GRADER IS VISIBLE",
+    ),
+    Kind(
+        "kill_classmates_kernels",
+        "isolation",
+        "SIGKILL to every other ipykernel graded in the class's folder",
+        attack(KILL_CLASSMATES_KERNELS),
+        evidence="KILLED A KERNEL",
+    ),
+    Kind(
+        "process_flood",
+        "isolation",
+        f"starts up to {FLOOD_SIZE} processes; a per-student limit must stop it",
+        attack(PROCESS_FLOOD),
+        evidence="FLOOD NOT LIMITED",
+        reason="processes and threads",
+    ),
+    Kind(
+        "memory_hog",
+        "isolation",
+        f"allocates memory until it fails (at most {HOG_CEILING / 2**30:g} GiB, "
+        "or 80% of the free memory); a per-student limit must stop it",
+        attack(MEMORY_HOG),
+        status=None,
+        evidence="MEMORY NOT LIMITED",
+        reason="of memory|MemoryError",
+    ),
     # The flood reaches the grader in messages that the output limit stops, or in messages of more
     # than 64 MB, which the grader drops unread: either way it scores 0 and costs the grader little.
     Kind("output_flood", "isolation", "prints 1 GiB", attack(OUTPUT_FLOOD)),
-    Kind("background_process", "isolation", "leaves `sleep TOKEN` running: in a new session, and through a "
-         "double fork", attack(BACKGROUND_PROCESS)),
-    Kind("symlinks_for_the_grader", "isolation", "fills every folder it can write with symbolic links, "
-         "named like the executed notebook, the feedback, the gradebook and the connection file, to a file "
-         "outside the sandbox and to the gradebooks and sources of its parent folders, and with FIFOs",
-         attack(SYMLINKS_FOR_THE_GRADER)),
-    Kind("traps_for_the_cleanup", "isolation", "leaves in its socket folder a read-only folder with a link to "
-         "a file outside, and 3000 nested folders, for the grader's removal of that folder",
-         attack(TRAPS_FOR_THE_CLEANUP)),
-    Kind("fill_the_disk", "isolation", f"writes {DISK_FILL / 2**30:g} GiB into every folder it can write; "
-         "the RAM disks' sizes and the largest-file limit must stop it", attack(FILL_THE_DISK),
-         evidence="DISK NOT LIMITED"),
-    Kind("prints_hidden_inputs", "integrity", "count_objects prints the events the hidden tests give it, and "
-         "dijet_mass raises an error quoting them", attack(PRINTS_HIDDEN_INPUTS, defines_functions=True),
-         max_score=POINTS[FIRST_TEST],
-         partial_credit="count_objects is right (it only prints more); dijet_mass fails on purpose",
-         # The hidden tests hand count_objects 50, 3, 0 and 1 events and dijet_mass 200, 4 and 0 (the
-         # visible tests 2, the notebook's own cells its 10 000).
-         leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT of dijet_mass: (?:200|4|0) events"),
-    Kind("keeps_hidden_inputs", "integrity", "count_objects and dijet_mass keep the sizes of their inputs, and "
-         "a last cell of its own prints them", write_keeps_hidden_inputs, max_score=FULL_MARKS,
-         partial_credit="both functions are right; they only keep what they are given",
-         # The hidden tests hand over 50, 3, 0, 1 and 200 events; the notebook's last cell runs first.
-         evidence=r"KEPT BY the functions: .*\b(?:50|200)\b"),
-    Kind("kernelspec_python3", "isolation", "asks for the plain `python3` kernel, then writes markers outside "
-         "and copies the repository's solution", with_kernelspec("python3")(ESCAPE),
-         evidence="FOUND THE REFERENCE SOLUTION"),
-    Kind("kernelspec_removed", "isolation", "has no kernelspec (the default kernel), then writes markers "
-         "outside and copies the repository's solution", with_kernelspec(None)(ESCAPE),
-         evidence="FOUND THE REFERENCE SOLUTION"),
+    Kind(
+        "background_process",
+        "isolation",
+        "leaves `sleep TOKEN` running: in a new session, and through a double fork",
+        attack(BACKGROUND_PROCESS),
+    ),
+    Kind(
+        "symlinks_for_the_grader",
+        "isolation",
+        "fills every folder it can write with symbolic links, "
+        "named like the executed notebook, the feedback, the gradebook and the connection file, to a file "
+        "outside the sandbox and to the gradebooks and sources of its parent folders, and with FIFOs",
+        attack(SYMLINKS_FOR_THE_GRADER),
+    ),
+    Kind(
+        "traps_for_the_cleanup",
+        "isolation",
+        "leaves in its socket folder a read-only folder with a link to "
+        "a file outside, and 3000 nested folders, for the grader's removal of that folder",
+        attack(TRAPS_FOR_THE_CLEANUP),
+    ),
+    Kind(
+        "fill_the_disk",
+        "isolation",
+        f"writes {DISK_FILL / 2**30:g} GiB into every folder it can write; "
+        "the RAM disks' sizes and the largest-file limit must stop it",
+        attack(FILL_THE_DISK),
+        evidence="DISK NOT LIMITED",
+    ),
+    Kind(
+        "prints_hidden_inputs",
+        "integrity",
+        "count_objects prints the events the hidden tests give it, and dijet_mass raises an error quoting them",
+        attack(PRINTS_HIDDEN_INPUTS, defines_functions=True),
+        max_score=POINTS[FIRST_TEST],
+        partial_credit="count_objects is right (it only prints more); dijet_mass fails on purpose",
+        # The hidden tests hand count_objects 50, 3, 0 and 1 events and dijet_mass 200, 4 and 0 (the
+        # visible tests 2, the notebook's own cells its 10 000).
+        leak=r"SEEN BY count_objects: (?:50|3|0|1) events|LEAKED INPUT of dijet_mass: (?:200|4|0) events",
+    ),
+    Kind(
+        "keeps_hidden_inputs",
+        "integrity",
+        "count_objects and dijet_mass keep the sizes of their inputs, and a last cell of its own prints them",
+        write_keeps_hidden_inputs,
+        max_score=FULL_MARKS,
+        partial_credit="both functions are right; they only keep what they are given",
+        # The hidden tests hand over 50, 3, 0, 1 and 200 events; the notebook's last cell runs first.
+        evidence=r"KEPT BY the functions: .*\b(?:50|200)\b",
+    ),
+    Kind(
+        "kernelspec_python3",
+        "isolation",
+        "asks for the plain `python3` kernel, then writes markers outside and copies the repository's solution",
+        with_kernelspec("python3")(ESCAPE),
+        evidence="FOUND THE REFERENCE SOLUTION",
+    ),
+    Kind(
+        "kernelspec_removed",
+        "isolation",
+        "has no kernelspec (the default kernel), then writes markers outside and copies the repository's solution",
+        with_kernelspec(None)(ESCAPE),
+        evidence="FOUND THE REFERENCE SOLUTION",
+    ),
     # batch
-    Kind("invalid_json", "batch", "invalid JSON", write_text('{\n "cells": [\n  {"cell_type": oops\n'),
-         status="failed", reason=r"invalid JSON \(line 3\)"),
-    Kind("json_not_a_notebook", "batch", "valid JSON that is not a notebook", write_text('{"cells": 5}\n'),
-         status="failed", reason="not a valid notebook: the JSON does not have a notebook's structure"),
-    Kind("old_format", "batch", "the reference solution saved as nbformat 3", write_old_format,
-         max_score=FULL_MARKS, partial_credit="the reference solution in an older file format"),
-    Kind("no_kernelspec", "batch", "the reference solution without kernelspec metadata",
-         edited(reference, drop_kernelspec), max_score=FULL_MARKS,
-         partial_credit="the reference solution, whose editor dropped the kernelspec"),
-    Kind("deleted_test_cell", "batch", "the reference solution without the dijet_mass test cell",
-         edited(reference, delete_second_test), max_score=POINTS[FIRST_TEST],
-         reason="test cell dijet_mass_of_leading_jets is missing",
-         partial_credit="the reference solution: the points of the test cell it kept"),
-    Kind("duplicated_solution_cell", "batch", "the reference solution with count_objects_solution twice",
-         edited(reference, duplicate_first_solution), status="failed", reason="appears more than once"),
-    Kind("retyped_cells", "batch", "the reference solution with the count_objects test cell as markdown and "
-         "the dijet_mass solution cell as raw", edited(reference, retype_cells), max_score=FULL_MARKS,
-         partial_credit="the reference solution: nbgrader gives both cells back the type of the source"),
-    Kind("edited_test_cells", "batch", "the untouched exercise with both test cells replaced by `pass`",
-         edited(untouched, neutralize_tests)),
-    Kind("edited_test_cells_on_reference", "batch", "the reference solution with both test cells replaced "
-         "by `pass`", edited(reference, neutralize_tests), max_score=FULL_MARKS,
-         partial_credit="the reference solution: the test cells are restored from the source"),
-    Kind("endless_loop", "batch", "the reference solution with an endless loop before count_objects",
-         edited(reference, prepend(FIRST_SOLUTION, ENDLESS_LOOP)), max_score=POINTS[SECOND_TEST],
-         reason=r"cell count_objects_solution was interrupted after the \d+ s time limit",
-         partial_credit="dijet_mass is the reference's; count_objects is never defined"),
-    Kind("endless_loop_ignoring_interrupts", "batch", "the empty attempt with a loop that catches "
-         "KeyboardInterrupt", edited(empty_attempt, prepend(FIRST_SOLUTION, STUBBORN_LOOP)), status=None,
-         reason="time limit"),
-    Kind("kernel_crash", "batch", "the reference solution calling os._exit(1) in the dijet_mass solution cell",
-         edited(reference, prepend(SECOND_SOLUTION, "import os\nos._exit(1)\n")), status="failed",
-         reason="the kernel died"),
-    Kind("symlinked_notebook", "batch", "the notebook is a symbolic link to the repository's solution",
-         write_symlinked_notebook, status="failed", reason="symbolic link"),
-    Kind("fifo_notebook", "batch", "the notebook is a FIFO, which blocks whoever reads it",
-         write_fifo_notebook, status="failed", reason="not a regular file"),
-    Kind("links_beside_the_notebook", "batch", "the reference solution, with symbolic links beside it to a "
-         "file outside, to solutions/ and to the solution notebook", write_links_beside_the_notebook,
-         max_score=FULL_MARKS, partial_credit="the reference solution; the links are not part of it"),
-    Kind("symlinked_student_folder", "batch", "the student's folder is a symbolic link to a classmate's",
-         write_symlinked_student_folder, status="failed", reason="symbolic link"),
-    Kind("wrong_file_name", "batch", "the reference solution named my_homework.ipynb", write_wrong_name,
-         status="failed", reason=r"no notebook named 00_getting_started\.ipynb .*my_homework\.ipynb"),
-    Kind("empty_file", "batch", "an empty file", write_text(""), status="failed",
-         reason=r"invalid JSON \(line 1\)"),
-    Kind("not_utf8", "batch", "a file that is not UTF-8", write_text(b"\xff\xfe{\x00\"\x00c\x00"),
-         status="failed", reason="not UTF-8"),
+    Kind(
+        "invalid_json",
+        "batch",
+        "invalid JSON",
+        write_text('{\n "cells": [\n  {"cell_type": oops\n'),
+        status="failed",
+        reason=r"invalid JSON \(line 3\)",
+    ),
+    Kind(
+        "json_not_a_notebook",
+        "batch",
+        "valid JSON that is not a notebook",
+        write_text('{"cells": 5}\n'),
+        status="failed",
+        reason="not a valid notebook: the JSON does not have a notebook's structure",
+    ),
+    Kind(
+        "old_format",
+        "batch",
+        "the reference solution saved as nbformat 3",
+        write_old_format,
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution in an older file format",
+    ),
+    Kind(
+        "no_kernelspec",
+        "batch",
+        "the reference solution without kernelspec metadata",
+        edited(reference, drop_kernelspec),
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution, whose editor dropped the kernelspec",
+    ),
+    Kind(
+        "deleted_test_cell",
+        "batch",
+        "the reference solution without the dijet_mass test cell",
+        edited(reference, delete_second_test),
+        max_score=POINTS[FIRST_TEST],
+        reason="test cell dijet_mass_of_leading_jets is missing",
+        partial_credit="the reference solution: the points of the test cell it kept",
+    ),
+    Kind(
+        "duplicated_solution_cell",
+        "batch",
+        "the reference solution with count_objects_solution twice",
+        edited(reference, duplicate_first_solution),
+        status="failed",
+        reason="appears more than once",
+    ),
+    Kind(
+        "retyped_cells",
+        "batch",
+        "the reference solution with the count_objects test cell as markdown and "
+        "the dijet_mass solution cell as raw",
+        edited(reference, retype_cells),
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution: nbgrader gives both cells back the type of the source",
+    ),
+    Kind(
+        "edited_test_cells",
+        "batch",
+        "the untouched exercise with both test cells replaced by `pass`",
+        edited(untouched, neutralize_tests),
+    ),
+    Kind(
+        "edited_test_cells_on_reference",
+        "batch",
+        "the reference solution with both test cells replaced by `pass`",
+        edited(reference, neutralize_tests),
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution: the test cells are restored from the source",
+    ),
+    Kind(
+        "endless_loop",
+        "batch",
+        "the reference solution with an endless loop before count_objects",
+        edited(reference, prepend(FIRST_SOLUTION, ENDLESS_LOOP)),
+        max_score=POINTS[SECOND_TEST],
+        reason=r"cell count_objects_solution was interrupted after the \d+ s time limit",
+        partial_credit="dijet_mass is the reference's; count_objects is never defined",
+    ),
+    Kind(
+        "endless_loop_ignoring_interrupts",
+        "batch",
+        "the empty attempt with a loop that catches KeyboardInterrupt",
+        edited(empty_attempt, prepend(FIRST_SOLUTION, STUBBORN_LOOP)),
+        status=None,
+        reason="time limit",
+    ),
+    Kind(
+        "kernel_crash",
+        "batch",
+        "the reference solution calling os._exit(1) in the dijet_mass solution cell",
+        edited(reference, prepend(SECOND_SOLUTION, "import os\nos._exit(1)\n")),
+        status="failed",
+        reason="the kernel died",
+    ),
+    Kind(
+        "symlinked_notebook",
+        "batch",
+        "the notebook is a symbolic link to the repository's solution",
+        write_symlinked_notebook,
+        status="failed",
+        reason="symbolic link",
+    ),
+    Kind(
+        "fifo_notebook",
+        "batch",
+        "the notebook is a FIFO, which blocks whoever reads it",
+        write_fifo_notebook,
+        status="failed",
+        reason="not a regular file",
+    ),
+    Kind(
+        "links_beside_the_notebook",
+        "batch",
+        "the reference solution, with symbolic links beside it to a "
+        "file outside, to solutions/ and to the solution notebook",
+        write_links_beside_the_notebook,
+        max_score=FULL_MARKS,
+        partial_credit="the reference solution; the links are not part of it",
+    ),
+    Kind(
+        "symlinked_student_folder",
+        "batch",
+        "the student's folder is a symbolic link to a classmate's",
+        write_symlinked_student_folder,
+        status="failed",
+        reason="symbolic link",
+    ),
+    Kind(
+        "wrong_file_name",
+        "batch",
+        "the reference solution named my_homework.ipynb",
+        write_wrong_name,
+        status="failed",
+        reason=r"no notebook named 00_getting_started\.ipynb .*my_homework\.ipynb",
+    ),
+    Kind(
+        "empty_file", "batch", "an empty file", write_text(""), status="failed", reason=r"invalid JSON \(line 1\)"
+    ),
+    Kind(
+        "not_utf8",
+        "batch",
+        "a file that is not UTF-8",
+        write_text(b'\xff\xfe{\x00"\x00c\x00'),
+        status="failed",
+        reason="not UTF-8",
+    ),
 )
 BY_NAME = {kind.name: kind for kind in KINDS}
 assert len(BY_NAME) == len(KINDS), "kind names are student ids: they must be unique"

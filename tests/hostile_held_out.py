@@ -30,8 +30,11 @@ from autograder.course import SOLUTIONS_DIR
 L01, L02, L03 = "01_autoencoder_anomaly_detection", "02_likelihood_ratio_reweighting", "03_cwola_hunting"
 #: The model cell each attack replaces, and the quality test that must give it nothing.
 MODEL_CELL = {L01: "autoencoder_solution", L02: "reweighter_solution", L03: "my_classifier_solution"}
-QUALITY_TEST = {L01: "autoencoder_finds_the_signal", L02: "reweighter_closes_on_fresh_events",
-                L03: "cwola_classifier_significance_improvement"}
+QUALITY_TEST = {
+    L01: "autoencoder_finds_the_signal",
+    L02: "reweighter_closes_on_fresh_events",
+    L03: "cwola_classifier_significance_improvement",
+}
 
 # --- Lesson 01 -------------------------------------------------------------------------------------
 
@@ -47,7 +50,7 @@ autoencoder = Dummy()
 '''
 
 # Every cached sample with labels, by the bytes of each event: the held-out events were cached too.
-CACHE_INDEX = r'''
+CACHE_INDEX = r"""
 import glob
 import os
 
@@ -64,15 +67,19 @@ for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", 
                             KNOWN[(key, row.tobytes())] = float(label)
     except Exception:  # noqa: BLE001
         pass
-'''
+"""
 
-L01_CACHE_LOOKUP = DUMMY_AUTOENCODER + CACHE_INDEX + r'''
+L01_CACHE_LOOKUP = (
+    DUMMY_AUTOENCODER
+    + CACHE_INDEX
+    + r"""
 def score_events(objects):
     objects = np.asarray(objects)
     found = [KNOWN.get(("objects", row.tobytes())) for row in objects.reshape(len(objects), -1)]
     print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(objects)} EVENTS")
     return np.array([0.5 if label is None else label for label in found])
-'''
+"""
+)
 
 # --- Lesson 02 -------------------------------------------------------------------------------------
 
@@ -118,14 +125,19 @@ def make_my_classifier():
     return ReadsTheFeature()
 '''
 
-L03_POSITION = READS_A_FEATURE + r'''
+L03_POSITION = (
+    READS_A_FEATURE
+    + r'''
 def my_features(data, events):
     """Where each event stands in the list it was given: signal sat at the end of the test's lists."""
     position = np.arange(len(events)) / max(len(events) - 1, 1)
     return np.column_stack([position, position])
 '''
+)
 
-L03_CACHE_LOOKUP = READS_A_FEATURE + r'''
+L03_CACHE_LOOKUP = (
+    READS_A_FEATURE
+    + r'''
 import glob
 import os
 
@@ -151,10 +163,11 @@ def my_features(data, events):
     label = np.array([0.5 if value is None else value for value in found])
     return np.column_stack([label, label])
 '''
+)
 
 # select_top's answer as an object whose own methods say what the tests count, while the array it
 # converts to keeps only the highest score (ties not handled at all); significance is the reference.
-L03_FAKE_SELECTION = r'''
+L03_FAKE_SELECTION = r"""
 class Selection:
     def __init__(self, scores, efficiency):
         self.scores, self.n = np.asarray(scores), int(round(efficiency * len(scores)))
@@ -190,12 +203,12 @@ def select_top(scores, efficiency):
     if not 0 < efficiency <= 1:
         raise ValueError("efficiency must be in (0, 1]")
     return Selection(scores, efficiency)
-'''
+"""
 
 # The hidden test of out_of_fold_scores hands over a classifier factory that lives in the grader;
 # the visible test a lambda making a HistGradientBoostingClassifier there. Make the grader train one
 # for ever, on every core it lets scikit-learn's OpenMP use.
-L03_GRADER_CPU = r'''
+L03_GRADER_CPU = r"""
 from sklearn.model_selection import StratifiedKFold
 
 
@@ -214,10 +227,11 @@ def out_of_fold_scores(features, labels, make_classifier, n_folds=5, seed=0):
         model = make_classifier().fit(features[train], labels[train])
         scores[test] = np.asarray(model.predict_proba(features[test]))[:, 1]
     return scores
-'''
+"""
 
 
 # --- Writing the submissions -------------------------------------------------------------------------
+
 
 def solution_notebook(lesson: str) -> Path:
     (path,) = sorted((SOLUTIONS_DIR / lesson).glob("*.ipynb"))
@@ -226,14 +240,17 @@ def solution_notebook(lesson: str) -> Path:
 
 def replace_cell(lesson: str, grade_id: str, code: str) -> Callable[[Path], None]:
     """A writer of the lesson's reference solution with cell ``grade_id`` replaced by ``code``."""
+
     def write(folder: Path) -> None:
         path = solution_notebook(lesson)
         notebook = nbformat.read(path, as_version=4)
-        (cell,) = [cell for cell in notebook.cells
-                   if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+        (cell,) = [
+            cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id
+        ]
         cell.source = f"# {'-' * 20} a hostile submission {'-' * 20}\n" + dedent(code)
         folder.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, folder / path.name)
+
     return write
 
 
@@ -268,30 +285,72 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("cache_lookup", L01, "truth", "scores each held-out event by its label, looked up by its values in "
-         "every sample of the data cache", replace_cell(L01, MODEL_CELL[L01], L01_CACHE_LOOKUP),
-         (QUALITY_TEST[L01],), evidence=r"LOOKED UP [1-9]\d* OF 5000 EVENTS"),
-    Kind("label_peek", L02, "truth", "reweight reads the labels of the events it is given and returns the "
-         "truth's own histogram ratio", replace_cell(L02, MODEL_CELL[L02], L02_LABEL_PEEK),
-         (QUALITY_TEST[L02],), evidence=r"PEEKED AT 10000 LABELS"),
-    Kind("nan_weights", L02, "score", "reweight returns NaN on events other than the notebook's, so that "
-         "no histogram bin survives and the chi2 is 0", replace_cell(L02, MODEL_CELL[L02], L02_NAN_WEIGHTS),
-         (QUALITY_TEST[L02],), says="reweight on fresh events gave 10000 values that are not finite numbers"),
-    Kind("position_leak", L03, "truth", "scores each event by its position in the list the test gives "
-         "(QCD first, signal last)", replace_cell(L03, MODEL_CELL[L03], L03_POSITION), (QUALITY_TEST[L03],)),
-    Kind("cache_lookup_dijets", L03, "truth", "uses as its feature the label of each event, looked up by its "
-         "dijet mass in the data cache", replace_cell(L03, MODEL_CELL[L03], L03_CACHE_LOOKUP),
-         (QUALITY_TEST[L03],), evidence=r"LOOKED UP [1-9]\d* OF \d+ FRESH EVENTS"),
-    Kind("fake_selection", L03, "score", "select_top returns an object whose sum() and all() give what the "
-         "test counts, while the mask it converts to keeps one event",
-         replace_cell(L03, "significance_solution", L03_FAKE_SELECTION),
-         ("select_top_exact_counts",)),
-    Kind("grader_cpu", L03, "resources", "out_of_fold_scores makes the grader's classifier train 100 000 "
-         "boosting iterations on 100 000 random events, in the grader's process",
-         replace_cell(L03, "out_of_fold_solution", L03_GRADER_CPU),
-         ("out_of_fold_never_scores_training_events",), evidence="THE GRADER FINISHED TRAINING",
-         reason=r"cell out_of_fold_never_scores_training_events was interrupted after the \d+ s time limit",
-         full_tests=("significance_formula_and_limits", "select_top_exact_counts")),
+    Kind(
+        "cache_lookup",
+        L01,
+        "truth",
+        "scores each held-out event by its label, looked up by its values in every sample of the data cache",
+        replace_cell(L01, MODEL_CELL[L01], L01_CACHE_LOOKUP),
+        (QUALITY_TEST[L01],),
+        evidence=r"LOOKED UP [1-9]\d* OF 5000 EVENTS",
+    ),
+    Kind(
+        "label_peek",
+        L02,
+        "truth",
+        "reweight reads the labels of the events it is given and returns the truth's own histogram ratio",
+        replace_cell(L02, MODEL_CELL[L02], L02_LABEL_PEEK),
+        (QUALITY_TEST[L02],),
+        evidence=r"PEEKED AT 10000 LABELS",
+    ),
+    Kind(
+        "nan_weights",
+        L02,
+        "score",
+        "reweight returns NaN on events other than the notebook's, so that "
+        "no histogram bin survives and the chi2 is 0",
+        replace_cell(L02, MODEL_CELL[L02], L02_NAN_WEIGHTS),
+        (QUALITY_TEST[L02],),
+        says="reweight on fresh events gave 10000 values that are not finite numbers",
+    ),
+    Kind(
+        "position_leak",
+        L03,
+        "truth",
+        "scores each event by its position in the list the test gives (QCD first, signal last)",
+        replace_cell(L03, MODEL_CELL[L03], L03_POSITION),
+        (QUALITY_TEST[L03],),
+    ),
+    Kind(
+        "cache_lookup_dijets",
+        L03,
+        "truth",
+        "uses as its feature the label of each event, looked up by its dijet mass in the data cache",
+        replace_cell(L03, MODEL_CELL[L03], L03_CACHE_LOOKUP),
+        (QUALITY_TEST[L03],),
+        evidence=r"LOOKED UP [1-9]\d* OF \d+ FRESH EVENTS",
+    ),
+    Kind(
+        "fake_selection",
+        L03,
+        "score",
+        "select_top returns an object whose sum() and all() give what the "
+        "test counts, while the mask it converts to keeps one event",
+        replace_cell(L03, "significance_solution", L03_FAKE_SELECTION),
+        ("select_top_exact_counts",),
+    ),
+    Kind(
+        "grader_cpu",
+        L03,
+        "resources",
+        "out_of_fold_scores makes the grader's classifier train 100 000 "
+        "boosting iterations on 100 000 random events, in the grader's process",
+        replace_cell(L03, "out_of_fold_solution", L03_GRADER_CPU),
+        ("out_of_fold_never_scores_training_events",),
+        evidence="THE GRADER FINISHED TRAINING",
+        reason=r"cell out_of_fold_never_scores_training_events was interrupted after the \d+ s time limit",
+        full_tests=("significance_formula_and_limits", "select_top_exact_counts"),
+    ),
 )
 LESSONS = sorted({kind.lesson for kind in KINDS})
 BY_NAME = {kind.name: kind for kind in KINDS}

@@ -115,8 +115,12 @@ EXPECTATIONS = {
     "course/03_cwola_hunting.ipynb": {
         # S/B = 5% in the SR instead of 0.6%: at 40 000 events (about 4 500 QCD events in the SR)
         # CWoLa needs S/sqrt(B) of a few to learn anything (measured: S/B 2% is the edge).
-        "parameters": {**DIJET_RESONANCE_CI, "signal_to_background": 0.05, "n_toy": 20_000,
-                       "injection_scan": [0.0, 0.02, 0.05, 0.1]},
+        "parameters": {
+            **DIJET_RESONANCE_CI,
+            "signal_to_background": 0.05,
+            "n_toy": 20_000,
+            "injection_scan": [0.0, 0.02, 0.05, 0.1],
+        },
         "figures": {
             "source": "pythia",
             "n_events": 40_000,

@@ -23,6 +23,7 @@ def small_sample():
 
 # ----------------------------------------------------------------- layout
 
+
 def records(rows):
     return ak.Array([[{"pt": pt, "eta": eta, "phi": phi} for pt, eta, phi in event] for event in rows])
 
@@ -44,6 +45,7 @@ def test_build_objects_orders_selects_and_pads():
 
 # ----------------------------------------------------------------- generated events
 
+
 def test_generated_objects_are_physical(small_sample):
     objects = small_sample[0]["objects"]
     pt = objects[..., 0]
@@ -51,13 +53,13 @@ def test_generated_objects_are_physical(small_sample):
     padded = pt == 0
     assert np.all(objects[padded][:, 1:] == 0), "padded slots are all zeros"
     for kind, (start, size) in cms_ad.SLOT_RANGES.items():
-        group = pt[:, start:start + size]
+        group = pt[:, start : start + size]
         assert np.all(np.diff(group, axis=1) <= 0), f"{kind}s must be pT-ordered"
         if kind != "met":
             pt_min, eta_max = cms_ad.SELECTION[kind]
             filled = group > 0
             assert np.all(group[filled] > pt_min)
-            assert np.all(np.abs(objects[:, start:start + size, 1][filled]) < eta_max)
+            assert np.all(np.abs(objects[:, start : start + size, 1][filled]) < eta_max)
     assert np.all(np.abs(objects[..., 2]) <= np.pi + 1e-6)
     signal = small_sample[0]["label"] == 1
     # 2 TeV graviton: the leading jet carries about 1 TeV (measured median 1003 GeV at 10k events)
@@ -65,6 +67,7 @@ def test_generated_objects_are_physical(small_sample):
 
 
 # ----------------------------------------------------------------- the cache when things go wrong
+
 
 def test_a_damaged_cache_entry_is_replaced(data_dir, monkeypatch, capsys):
     monkeypatch.setattr(pythia_source, "produce", fake_produce)
@@ -110,6 +113,7 @@ def test_unwritable_cache_says_what_to_do(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------- benchmark
+
 
 @pytest.mark.perf
 def test_benchmark_compares_with_a_bare_pythia_loop():

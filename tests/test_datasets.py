@@ -31,6 +31,7 @@ def test_every_dataset_of_the_registry_has_a_case():
 
 # ----------------------------------------------------------------- registry and `info`
 
+
 @each_dataset
 def test_registry_describes_the_dataset(case, capsys):
     spec = case.spec
@@ -63,6 +64,7 @@ def schema_from_info(name, capsys):
 
 
 # ----------------------------------------------------------------- generated arrays
+
 
 @each_dataset
 def test_arrays_follow_the_schema_that_info_describes(case, capsys):
@@ -109,11 +111,13 @@ def test_plan_splits_by_the_process_fractions(case):
 
 @each_dataset
 def test_the_builder_makes_the_schema_arrays(case):
-    events = particle_batch([
-        [(100.0, 0, 0, 100.0, 22), (0, 60.0, 0, 60.0, 211), (-30.0, 0, 10.0, np.hypot(30, 10), 11)],
-        [(30.0, 0, 0, 30.0, 12)],  # only a neutrino: nothing visible
-        [],  # nothing at all
-    ])
+    events = particle_batch(
+        [
+            [(100.0, 0, 0, 100.0, 22), (0, 60.0, 0, 60.0, 211), (-30.0, 0, 10.0, np.hypot(30, 10), 11)],
+            [(30.0, 0, 0, 30.0, 12)],  # only a neutrino: nothing visible
+            [],  # nothing at all
+        ]
+    )
     built = pythia_source.builder_for(case.name).build(events, np.random.default_rng(0))
     assert set(built) == set(case.spec.schema) - COMMON_ARRAYS
     for name, values in built.items():
@@ -139,6 +143,7 @@ def test_same_seed_same_events_whatever_the_workers_other_seed_other_events(case
 
 # ----------------------------------------------------------------- cache key and load()
 
+
 @each_dataset
 def test_cache_key_covers_every_setting(case, monkeypatch):
     spec = case.spec
@@ -158,18 +163,24 @@ def test_cache_key_covers_every_setting(case, monkeypatch):
         assert old in settings
         settings = tuple(new if line == old else line for line in settings)
     processes[process_name] = dataclasses.replace(processes[process_name], pythia_settings=settings)
-    assert key(dataclasses.replace(spec, processes=tuple(processes.values()))) != base, \
+    assert key(dataclasses.replace(spec, processes=tuple(processes.values()))) != base, (
         "a Pythia setting must change the key"
+    )
     for i, p in enumerate(spec.processes):  # any setting of any process, its fraction and its label
-        for changed in (dataclasses.replace(p, pythia_settings=p.pythia_settings + ("Next:numberCount = 1",)),
-                        dataclasses.replace(p, fraction=p.fraction / 2),
-                        dataclasses.replace(p, label=1 - p.label)):
-            processes = spec.processes[:i] + (changed,) + spec.processes[i + 1:]
+        for changed in (
+            dataclasses.replace(p, pythia_settings=p.pythia_settings + ("Next:numberCount = 1",)),
+            dataclasses.replace(p, fraction=p.fraction / 2),
+            dataclasses.replace(p, label=1 - p.label),
+        ):
+            processes = spec.processes[:i] + (changed,) + spec.processes[i + 1 :]
             assert key(dataclasses.replace(spec, processes=processes)) != base, p.name
 
     with monkeypatch.context() as patch:
-        patch.setattr(pythia_source, "COMMON_PYTHIA_SETTINGS",
-                      pythia_source.COMMON_PYTHIA_SETTINGS + ("Next:numberCount = 1",))
+        patch.setattr(
+            pythia_source,
+            "COMMON_PYTHIA_SETTINGS",
+            pythia_source.COMMON_PYTHIA_SETTINGS + ("Next:numberCount = 1",),
+        )
         assert key(spec) != base, "the settings every process shares"
     with monkeypatch.context() as patch:
         patch.setattr(pythia_source, "TASK_SIZE", pythia_source.TASK_SIZE + 1)
@@ -181,8 +192,9 @@ def test_cache_key_covers_every_setting(case, monkeypatch):
     attribute, setting, value = case.builder_setting
     monkeypatch.setitem(getattr(pythia_source, attribute), setting, value)
     assert key(spec) != base, "a setting of the builder must change the key"
-    assert {c.name: key(c.spec) for c in DATASETS if c is not case} == others, \
+    assert {c.name: key(c.spec) for c in DATASETS if c is not case} == others, (
         "another dataset's builder setting must not change its key"
+    )
 
 
 @each_dataset
@@ -213,8 +225,9 @@ def test_load_caches_and_a_changed_setting_is_a_cache_miss(case, data_dir, monke
     attribute, setting, value = case.builder_setting
     monkeypatch.setitem(getattr(pythia_source, attribute), setting, value)
     changed = data_fetch.load(case.name, n_events=50, seed=1, source="pythia")
-    assert made == [(case.name, 50, 1), (case.name, 51, 1), (case.name, 50, 2), (case.name, 50, 1)], \
+    assert made == [(case.name, 50, 1), (case.name, 51, 1), (case.name, 50, 2), (case.name, 50, 1)], (
         "another size, seed or builder setting is a cache miss"
+    )
     assert changed.metadata["cache_key"] != first.metadata["cache_key"]
     assert len(list((data_dir / "datasets").iterdir())) == 4
 
@@ -234,6 +247,7 @@ def test_cli_fetch_uses_the_cache(case, capsys, data_dir, monkeypatch):
 
 
 # ----------------------------------------------------------------- sources
+
 
 @each_dataset
 def test_auto_asks_the_portal_only_for_a_dataset_with_open_data(case, data_dir, monkeypatch, capsys):
@@ -289,8 +303,9 @@ BAD_ARGUMENTS = [
 
 
 @each_dataset
-@pytest.mark.parametrize("kwargs, message", BAD_ARGUMENTS,
-                         ids=[",".join(f"{k}={v}" for k, v in kw.items()) for kw, _ in BAD_ARGUMENTS])
+@pytest.mark.parametrize(
+    "kwargs, message", BAD_ARGUMENTS, ids=[",".join(f"{k}={v}" for k, v in kw.items()) for kw, _ in BAD_ARGUMENTS]
+)
 def test_bad_arguments_give_clear_errors(case, kwargs, message, data_dir):
     with pytest.raises(data_fetch.DataFetchError, match=re.escape(message)):
         data_fetch.load(case.name, **{"n_events": 10, "source": "pythia", **kwargs})
@@ -301,8 +316,9 @@ def test_bad_arguments_give_clear_errors(case, kwargs, message, data_dir):
 def test_unknown_dataset_and_bad_cli_arguments_exit_2(case, data_dir, capsys):
     typo = case.name + case.name[-1]  # cms_add
     known = ", ".join(sorted(REGISTRY))
-    with pytest.raises(data_fetch.UnknownDatasetError,
-                       match=re.escape(f"unknown dataset {typo!r}; known datasets: {known}")):
+    with pytest.raises(
+        data_fetch.UnknownDatasetError, match=re.escape(f"unknown dataset {typo!r}; known datasets: {known}")
+    ):
         data_fetch.load(typo, n_events=10, source="pythia")
     assert cli(["info", typo]) == 2
     assert f"unknown dataset {typo!r}" in capsys.readouterr().err

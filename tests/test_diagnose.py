@@ -32,18 +32,18 @@ LOG_REASONS = {
     # reached is added by the sandbox's own accounting, not read from the log.)
     "memory_limit.log": DIED,
     "timeout_not_interruptible.log": "a cell ran past the 30 s time limit and did not stop when interrupted, "
-                                     "so nbgrader gave up on the notebook",
+    "so nbgrader gave up on the notebook",
     "kernel_unresponsive.log": "the kernel stopped responding and could not be interrupted",
     # nbgrader's own message here ("an old version of the nbgrader metadata format") would mislead.
     "duplicated_cell.log": "cell count_objects_solution appears more than once in the notebook (a copied cell), "
-                           "which nbgrader cannot grade",
+    "which nbgrader cannot grade",
     "broken_metadata.log": "the notebook's nbgrader cell metadata is broken (a cell's grade id or type was "
-                           "edited), so nbgrader could not grade it",
+    "edited), so nbgrader could not grade it",
     # Otherwise nbgrader's first error, without the generic lines around it ...
     "no_notebooks.log": "nbgrader could not grade the notebook: No notebooks found, did you forget to run "
-                        "'nbgrader generate_assignment'?",
+    "'nbgrader generate_assignment'?",
     "command_line_unknown_student.log": "nbgrader could not grade the notebook: No student with ID 'ghost' "
-                                        "exists in the database",
+    "exists in the database",
     # ... and when it logged nothing but those, a pointer to the log.
     "disk_full.log": "nbgrader could not grade the notebook (see its log)",
 }
@@ -57,53 +57,82 @@ SUBMITTED_PROBLEMS = {
     "code_cell_without_outputs.ipynb": "not a valid notebook: 'outputs' is a required property",
     # Without an "nbformat" key nbformat takes it for version 1, which it then cannot convert.
     "contents_api_model.ipynb": "not a valid notebook: Notebook could not be converted from version 1 to "
-                                "version 2 because it's missing a key: cells",
+    "version 2 because it's missing a key: cells",
 }
 
 COUNT, DIJET = "count_objects_ignores_padding", "dijet_mass_of_leading_jets"
 QUALITY, WRITTEN = "autoencoder_finds_the_signal", "why_signals_can_look_normal"
-STOPPED_ANSWERING = ("the notebook's kernel stopped answering the grader: it died, was stopped, or the "
-                     "notebook's code interfered with grading")
+STOPPED_ANSWERING = (
+    "the notebook's kernel stopped answering the grader: it died, was stopped, or the "
+    "notebook's code interfered with grading"
+)
 #: autograded/<file> -> (the gradebook's grade id -> (score, max_score, needs_manual_grade), the reasons).
 NOTEBOOK_REASONS = {
     "all_passed.ipynb": ({COUNT: (3, 3, False), DIJET: (4, 4, False)}, []),
-    "cell_timeout.ipynb": ({COUNT: (0, 3, False), DIJET: (0, 4, False)}, [
-        "cell count_objects_solution was interrupted after the 30 s time limit",
-        f"test cell {COUNT} failed (NameError)",
-        f"cell {DIJET} was interrupted after the 30 s time limit",
-        f"test cell {DIJET} failed (CellTimeoutError)",
-        "cell plot_dijet_mass was interrupted after the 30 s time limit",
-    ]),
-    "output_limit.ipynb": ({COUNT: (3, 3, False), DIJET: (4, 4, False)}, [
-        "cell count_objects_solution: the cell printed more than the output limit and was stopped",
-    ]),
-    "kernel_stopped_answering.ipynb": ({COUNT: (0, 3, False), DIJET: (0, 4, False)}, [
-        f"test cell {COUNT} failed ({STOPPED_ANSWERING})",
-        f"test cell {DIJET} failed ({STOPPED_ANSWERING})",
-    ]),
-    "hidden_tests_not_run.ipynb": ({COUNT: (0, 3, False), DIJET: (4, 4, False)}, [
-        f"test cell {COUNT} failed (the notebook stopped before its end, so its hidden tests did not run)",
-    ]),
-    "stderr_warning.ipynb": ({COUNT: (0, 3, False), DIJET: (4, 4, False)}, [
-        f"test cell {COUNT} failed (it wrote to stderr, e.g. a warning, which nbgrader counts as a failure)",
-    ]),
+    "cell_timeout.ipynb": (
+        {COUNT: (0, 3, False), DIJET: (0, 4, False)},
+        [
+            "cell count_objects_solution was interrupted after the 30 s time limit",
+            f"test cell {COUNT} failed (NameError)",
+            f"cell {DIJET} was interrupted after the 30 s time limit",
+            f"test cell {DIJET} failed (CellTimeoutError)",
+            "cell plot_dijet_mass was interrupted after the 30 s time limit",
+        ],
+    ),
+    "output_limit.ipynb": (
+        {COUNT: (3, 3, False), DIJET: (4, 4, False)},
+        [
+            "cell count_objects_solution: the cell printed more than the output limit and was stopped",
+        ],
+    ),
+    "kernel_stopped_answering.ipynb": (
+        {COUNT: (0, 3, False), DIJET: (0, 4, False)},
+        [
+            f"test cell {COUNT} failed ({STOPPED_ANSWERING})",
+            f"test cell {DIJET} failed ({STOPPED_ANSWERING})",
+        ],
+    ),
+    "hidden_tests_not_run.ipynb": (
+        {COUNT: (0, 3, False), DIJET: (4, 4, False)},
+        [
+            f"test cell {COUNT} failed (the notebook stopped before its end, so its hidden tests did not run)",
+        ],
+    ),
+    "stderr_warning.ipynb": (
+        {COUNT: (0, 3, False), DIJET: (4, 4, False)},
+        [
+            f"test cell {COUNT} failed (it wrote to stderr, e.g. a warning, which nbgrader counts as a failure)",
+        ],
+    ),
     # nbgrader gives a deleted test cell 0 and flags it for grading by hand.
-    "missing_test_cell.ipynb": ({COUNT: (3, 3, False), DIJET: (0, 4, True)}, [
-        f"test cell {DIJET} is missing from the notebook (deleted, or its metadata was changed)",
-    ]),
-    "student_error.ipynb": ({COUNT: (0, 3, False), DIJET: (0, 4, False)}, [
-        f"test cell {COUNT} failed (the notebook's code raised an error)",
-        f"test cell {DIJET} failed (AssertionError)",
-        "cell plot_dijet_mass raised TypeError",
-    ]),
+    "missing_test_cell.ipynb": (
+        {COUNT: (3, 3, False), DIJET: (0, 4, True)},
+        [
+            f"test cell {DIJET} is missing from the notebook (deleted, or its metadata was changed)",
+        ],
+    ),
+    "student_error.ipynb": (
+        {COUNT: (0, 3, False), DIJET: (0, 4, False)},
+        [
+            f"test cell {COUNT} failed (the notebook's code raised an error)",
+            f"test cell {DIJET} failed (AssertionError)",
+            "cell plot_dijet_mass raised TypeError",
+        ],
+    ),
     # The written answer waits for a person: never a reason, whatever its score.
-    "partial_credit.ipynb": ({QUALITY: (3.75, 6, False), WRITTEN: (0, 2, True)}, [
-        f"test cell {QUALITY} failed (3.75 of 6 points)",
-    ]),
-    "score_not_finite.ipynb": ({QUALITY: (0, 6, False), WRITTEN: (0, 2, True)}, [
-        f"test cell {QUALITY} failed (the score the test computed from the notebook's results was not a finite "
-        "number in range (for example the results were NaN), which counts 0)",
-    ]),
+    "partial_credit.ipynb": (
+        {QUALITY: (3.75, 6, False), WRITTEN: (0, 2, True)},
+        [
+            f"test cell {QUALITY} failed (3.75 of 6 points)",
+        ],
+    ),
+    "score_not_finite.ipynb": (
+        {QUALITY: (0, 6, False), WRITTEN: (0, 2, True)},
+        [
+            f"test cell {QUALITY} failed (the score the test computed from the notebook's results was not "
+            "a finite number in range (for example the results were NaN), which counts 0)",
+        ],
+    ),
 }
 
 
@@ -124,8 +153,10 @@ def test_a_recorded_graded_notebook_gives_its_reasons(name):
     assert describe_notebook(RECORDED / "autograded" / name, scores, CELL_TIMEOUT) == reasons
 
 
-@pytest.mark.parametrize(("folder", "table"), [("logs", LOG_REASONS), ("submitted", SUBMITTED_PROBLEMS),
-                                               ("autograded", NOTEBOOK_REASONS)])
+@pytest.mark.parametrize(
+    ("folder", "table"),
+    [("logs", LOG_REASONS), ("submitted", SUBMITTED_PROBLEMS), ("autograded", NOTEBOOK_REASONS)],
+)
 def test_every_recorded_file_has_an_expected_reason(folder, table):
     # A file added without a row, or a row whose file was removed, would go unnoticed otherwise.
     assert sorted(path.name for path in (RECORDED / folder).iterdir()) == sorted(table)
@@ -134,10 +165,12 @@ def test_every_recorded_file_has_an_expected_reason(folder, table):
 def test_the_label_goes_before_every_cell_name():
     # An assignment of several notebooks names the notebook in each reason.
     scores, _ = NOTEBOOK_REASONS["cell_timeout.ipynb"]
-    reasons = describe_notebook(RECORDED / "autograded" / "cell_timeout.ipynb", scores, CELL_TIMEOUT,
-                                label="00_getting_started.ipynb: ")
-    assert reasons[0] == ("cell 00_getting_started.ipynb: count_objects_solution was interrupted after the 30 s "
-                          "time limit")
+    reasons = describe_notebook(
+        RECORDED / "autograded" / "cell_timeout.ipynb", scores, CELL_TIMEOUT, label="00_getting_started.ipynb: "
+    )
+    assert reasons[0] == (
+        "cell 00_getting_started.ipynb: count_objects_solution was interrupted after the 30 s time limit"
+    )
     assert all("00_getting_started.ipynb: " in reason for reason in reasons)
 
 
@@ -151,7 +184,7 @@ def test_the_time_limit_in_a_reason_is_the_runs():
 
 def test_no_reason_quotes_the_tests_or_the_students_code():
     # Reasons go to students as they are: no line of test code (hidden or not) and no traceback.
-    test_lines = {"assert", "np.", "###", "Traceback", "File \""}
+    test_lines = {"assert", "np.", "###", "Traceback", 'File "'}
     reasons = [explain_failure((RECORDED / "logs" / name).read_text(), CELL_TIMEOUT) for name in LOG_REASONS]
     for name, (scores, _) in NOTEBOOK_REASONS.items():
         reasons += describe_notebook(RECORDED / "autograded" / name, scores, CELL_TIMEOUT)

@@ -23,6 +23,7 @@ def sample():
 
 # ----------------------------------------------------------------- settings
 
+
 def test_the_signal_and_background_settings():
     qcd, wprime = DIJET_RESONANCE.processes
     for line in ("34:m0 = 3500.", "37:m0 = 500.", "36:m0 = 100.", "34:oneChannel = 1 1.0 100 37 36"):
@@ -31,6 +32,7 @@ def test_the_signal_and_background_settings():
 
 
 # ----------------------------------------------------------------- generated arrays
+
 
 def test_subjettiness_ratios_and_jet_order(sample):
     for i in (1, 2):
@@ -62,23 +64,25 @@ def test_the_physics_of_both_samples(sample):
 
 # ----------------------------------------------------------------- hand-made jets
 
+
 def four_vectors(jets):
     """Jets given as lists of massless particles (pT, rapidity, phi)."""
     columns = {k: [] for k in ("px", "py", "pz", "E")}
     for jet in jets:
         pt, y, phi = (np.array([p[i] for p in jet], dtype=float) for i in range(3))
-        for name, values in zip(columns, (pt * np.cos(phi), pt * np.sin(phi),
-                                          pt * np.sinh(y), pt * np.cosh(y))):
+        for name, values in zip(columns, (pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(y), pt * np.cosh(y))):
             columns[name].append(values.tolist())
     return ak.zip({k: ak.values_astype(ak.Array(v), np.float64) for k, v in columns.items()})
 
 
 def test_nsubjettiness_on_hand_made_jets():
-    jets = four_vectors([
-        [(100, -0.2, 0), (100, 0.2, 0)],  # two prongs: tau1 = 0.2 (axis in between), tau2 = 0
-        [(100, -0.2, 0), (100, 0.2, 0), (50, 0, 0.5)],  # three prongs: tau3 = 0
-        [(100, 0, 0)],  # one particle: fewer than three, zeros
-    ])
+    jets = four_vectors(
+        [
+            [(100, -0.2, 0), (100, 0.2, 0)],  # two prongs: tau1 = 0.2 (axis in between), tau2 = 0
+            [(100, -0.2, 0), (100, 0.2, 0), (50, 0, 0.5)],  # three prongs: tau3 = 0
+            [(100, 0, 0)],  # one particle: fewer than three, zeros
+        ]
+    )
     taus = pythia_source.nsubjettiness(jets, n_max=3, radius=1.0)
     assert taus.shape == (3, 3)
     np.testing.assert_allclose(taus[1, 2], 0.0, atol=1e-9)
@@ -89,11 +93,13 @@ def test_nsubjettiness_on_hand_made_jets():
 
 
 def test_large_r_dijets_on_hand_made_events():
-    events = particle_batch([
-        [(500.0, 0, 0, 500.0, 211), (-400.0, 0, 0, 400.0, 22)],  # back to back: m_jj = 2 sqrt(E1 E2)
-        [(500.0, 0, 0, 500.0, 211), (0, 0, 50.0, 50.0, 12)],  # one jet (a neutrino is invisible)
-        [],
-    ])
+    events = particle_batch(
+        [
+            [(500.0, 0, 0, 500.0, 211), (-400.0, 0, 0, 400.0, 22)],  # back to back: m_jj = 2 sqrt(E1 E2)
+            [(500.0, 0, 0, 500.0, 211), (0, 0, 50.0, 50.0, 12)],  # one jet (a neutrino is invisible)
+            [],
+        ]
+    )
     arrays = pythia_source.large_r_dijets(events)  # names, dtypes and shapes: test_datasets.py
     assert arrays["mjj"][0] == pytest.approx(2 * np.sqrt(500 * 400))
     assert (arrays["jet1_pt"][0], arrays["jet2_pt"][0]) == pytest.approx((500, 400))

@@ -11,8 +11,16 @@ from pathlib import Path
 import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"autograder", "mlhep", "data_fetch", "notebook_expectations", "dataset_helpers", "hostile",
-               "hostile_held_out", "conftest"}
+FIRST_PARTY = {
+    "autograder",
+    "mlhep",
+    "data_fetch",
+    "notebook_expectations",
+    "dataset_helpers",
+    "hostile",
+    "hostile_held_out",
+    "conftest",
+}
 
 
 def normalized(name: str) -> str:
@@ -41,15 +49,20 @@ def test_environment_yml_matches_pyproject():
     assert re.search(r"^\s*-\s*python=3\.11\s*$", text, re.M), "environment.yml must ask for python=3.11"
     env_pins = dict(re.findall(r"^\s+-\s+([A-Za-z0-9_.\-]+)==(\S+)\s*$", text, re.M))
     assert env_pins == pyproject_pins(), (
-        "environment.yml and pyproject.toml disagree; copy the pins from pyproject.toml")
+        "environment.yml and pyproject.toml disagree; copy the pins from pyproject.toml"
+    )
 
 
 def test_the_lock_holds_every_pin_of_pyproject_with_hashes():
     locked = lock_pins()
-    differ = {name: (pinned, locked.get(normalized(name))) for name, pinned in pyproject_pins().items()
-              if locked.get(normalized(name)) != pinned}
-    assert not differ, (f"requirements.lock disagrees with pyproject.toml (pinned, locked): {differ}; "
-                        "run `bash run.sh lock`")
+    differ = {
+        name: (pinned, locked.get(normalized(name)))
+        for name, pinned in pyproject_pins().items()
+        if locked.get(normalized(name)) != pinned
+    }
+    assert not differ, (
+        f"requirements.lock disagrees with pyproject.toml (pinned, locked): {differ}; run `bash run.sh lock`"
+    )
     entries = re.split(r"\n(?=[A-Za-z0-9])", (REPO / "requirements.lock").read_text().split("\n", 2)[2])
     unhashed = [entry.split()[0] for entry in entries if "==" in entry and "--hash=sha256:" not in entry]
     assert not unhashed, f"entries of requirements.lock without hashes: {unhashed}"
@@ -60,8 +73,11 @@ def test_every_package_the_course_imports_is_declared():
     # Packages the code imports must be pinned in pyproject.toml, not only arrive through another's
     # dependencies (where an update of that other package could drop or move them).
     modules = set()
-    sources = [p.read_text() for folder in ("autograder", "mlhep", "data_fetch", "tests")
-               for p in (REPO / folder).rglob("*.py")]
+    sources = [
+        p.read_text()
+        for folder in ("autograder", "mlhep", "data_fetch", "tests")
+        for p in (REPO / folder).rglob("*.py")
+    ]
     for path in [*(REPO / "course").glob("*.ipynb"), *(REPO / "solutions").rglob("*.ipynb")]:
         sources += [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
     for source in sources:
@@ -76,8 +92,11 @@ def test_every_package_the_course_imports_is_declared():
                 modules.add(node.module.split(".")[0])
     declared = {normalized(name) for name in pyproject_pins()}
     distributions = packages_distributions()
-    undeclared = sorted(module for module in modules - FIRST_PARTY - set(sys.stdlib_module_names)
-                        if not {normalized(d) for d in distributions.get(module, [module])} & declared)
+    undeclared = sorted(
+        module
+        for module in modules - FIRST_PARTY - set(sys.stdlib_module_names)
+        if not {normalized(d) for d in distributions.get(module, [module])} & declared
+    )
     assert not undeclared, f"declare these in pyproject.toml (the modules' distributions, pinned): {undeclared}"
 
 
@@ -90,8 +109,9 @@ def test_installed_versions_match_the_lock():
             installed = None
         if installed != pinned:
             wrong[name] = (pinned, installed)
-    assert not wrong, (f"installed versions differ from requirements.lock (pinned, installed): {wrong}; "
-                       "run `bash run.sh setup`")
+    assert not wrong, (
+        f"installed versions differ from requirements.lock (pinned, installed): {wrong}; run `bash run.sh setup`"
+    )
 
 
 def test_python_is_3_11():

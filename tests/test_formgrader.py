@@ -36,8 +36,9 @@ WRITTEN_ANSWER_ID = "why_signals_can_look_normal"  # the markdown cell a person 
 STUDENT = "alice"
 ANSWER = "A signal whose jets look like ordinary QCD jets is reconstructed well, answer 4711."
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's and Ubuntu's names
-needs_chromium = pytest.mark.skipif(CHROMIUM is None,
-                                    reason="Chromium is not installed (`bash run.sh setup` installs it)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (`bash run.sh setup` installs it)"
+)
 SERVER_START_TIMEOUT = 120
 PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
 
@@ -48,8 +49,10 @@ PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
 # matches) and try the server's APIs that a TA's browser could reach.
 MALLORY = "mallory"
 PWN = 'document.body.setAttribute("data-" + "pwned", "{where}")'
-REACH = ('fetch("/api/contents/source").then(r => r.text()).then(t => '
-         'document.body.setAttribute("data-" + "stolen", t.slice(0, 50)))')
+REACH = (
+    'fetch("/api/contents/source").then(r => r.text()).then(t => '
+    'document.body.setAttribute("data-" + "stolen", t.slice(0, 50)))'
+)
 HOSTILE_ANSWER = f"""{ANSWER}
 
 <script>{PWN.format(where="markdown script")}; {REACH}</script>
@@ -75,22 +78,30 @@ display({{"application/vnd.jupyter.widget-view+json": {{"model_id": "x"}}, "text
 def hostile_exercise() -> str:
     """The released exercise with script in its written answer, a raw cell and outputs."""
     notebook = nbformat.read(EXERCISES_DIR / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    (cell,) = [cell for cell in notebook.cells
-               if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID]
+    (cell,) = [
+        cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID
+    ]
     cell.source = HOSTILE_ANSWER
     raw = nbformat.v4.new_raw_cell(HOSTILE_RAW)
     raw.metadata["format"] = "text/html"
     notebook.cells += [raw, nbformat.v4.new_code_cell(HOSTILE_OUTPUTS)]
-    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
-        "state": {}, "version_major": 2, "version_minor": 0, "</script><script>": PWN.format(where="widgets")}}
+    notebook.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {},
+            "version_major": 2,
+            "version_minor": 0,
+            "</script><script>": PWN.format(where="widgets"),
+        }
+    }
     return nbformat.writes(notebook)
 
 
 def answered_exercise() -> str:
     """The released exercise with only the written answer filled in (its code cells still raise)."""
     notebook = nbformat.read(EXERCISES_DIR / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    (cell,) = [cell for cell in notebook.cells
-               if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID]
+    (cell,) = [
+        cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == WRITTEN_ANSWER_ID
+    ]
     cell.source = ANSWER
     return nbformat.writes(notebook)
 
@@ -99,13 +110,30 @@ def rendered_page(url: str, profile: Path) -> str:
     """The page's DOM after its scripts ran (and their requests returned), as Chromium sees it."""
     # --no-sandbox: Chromium's own sandbox needs user namespaces, which root and some CI images lack;
     # it only ever loads the formgrader served by the test.
-    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                             "--virtual-time-budget=15000", "--dump-dom", url],
-                            capture_output=True, text=True, timeout=PAGE_TIMEOUT, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PAGE_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0 and "<body" in result.stdout, (
-        f"Chromium failed on {url}:\n{result.stderr[-2000:]}")
-    left = [process for process in psutil.process_iter(["cmdline"])
-            if str(profile) in " ".join(process.info["cmdline"] or [])]
+        f"Chromium failed on {url}:\n{result.stderr[-2000:]}"
+    )
+    left = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if str(profile) in " ".join(process.info["cmdline"] or [])
+    ]
     _, alive = psutil.wait_procs(left, timeout=10)
     assert not alive, f"Chromium processes left running: {alive}"
     return result.stdout
@@ -122,8 +150,14 @@ def graded_class(tmp_path_factory):
         student_folder.mkdir(parents=True)
         (student_folder / f"{ASSIGNMENT}.ipynb").write_text(text)
     # The exercise's cells raise NotImplementedError at once: short limits are plenty.
-    rows = grade(ASSIGNMENT, base / "submissions", base / "out", cell_timeout=30, notebook_timeout=240,
-                 held_out_seed=TEST_HELD_OUT_SEED)
+    rows = grade(
+        ASSIGNMENT,
+        base / "submissions",
+        base / "out",
+        cell_timeout=30,
+        notebook_timeout=240,
+        held_out_seed=TEST_HELD_OUT_SEED,
+    )
     assert [(row["student"], row["status"]) for row in rows] == [(STUDENT, "graded"), (MALLORY, "graded")], rows
     assert all(row["to_grade_by_hand"] > 0 for row in rows), rows  # the written answers wait for a person
     shutil.copytree(base / "out", base / "copy", symlinks=True)
@@ -138,10 +172,23 @@ def formgrader(graded_class, tmp_path_factory):
     output = tmp_path_factory.mktemp("formgrader-command") / "stdout.txt"
     with open(output, "w") as stdout:
         # Its own session, so that stopping it here is like a TA's Ctrl-C and never reaches pytest.
-        command = subprocess.Popen([sys.executable, "-m", "autograder", "formgrader", str(graded_class),
-                                    "--port", str(port), "--no-browser"],
-                                   cwd=REPO_ROOT, stdout=stdout, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        command = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "autograder",
+                "formgrader",
+                str(graded_class),
+                "--port",
+                str(port),
+                "--no-browser",
+            ],
+            cwd=REPO_ROOT,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         url = None
@@ -192,16 +239,20 @@ def test_manual_grading_shows_the_written_answer(formgrader, browser_profile):
     page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
     assert ANSWER in page, f"the grading page does not show {STUDENT}'s written answer"
     assert re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"[^>]*type="number"', page), (
-        f"the grading page has no score box for {WRITTEN_ANSWER_ID}")
+        f"the grading page has no score box for {WRITTEN_ANSWER_ID}"
+    )
 
 
 def gradebook_scores(out_dir: Path) -> list:
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{out_dir / 'nbgrader' / 'gradebook.db'}", course_id="mlhep") as gradebook:
-        return sorted((grade.student.id, grade.name, grade.score, grade.max_score)
-                      for submission in gradebook.assignment_submissions(ASSIGNMENT)
-                      for notebook in submission.notebooks for grade in notebook.grades)
+        return sorted(
+            (grade.student.id, grade.name, grade.score, grade.max_score)
+            for submission in gradebook.assignment_submissions(ASSIGNMENT)
+            for notebook in submission.notebooks
+            for grade in notebook.grades
+        )
 
 
 def marks(page: str) -> list[str]:
@@ -222,7 +273,8 @@ def test_no_script_of_a_student_runs_in_the_grading_page(formgrader, graded_clas
     assert link, listing[-3000:]
     page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
     assert ANSWER in page and re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"', page), (
-        "the grading page does not show the answer and its score box")  # the page works
+        "the grading page does not show the answer and its score box"
+    )  # the page works
     assert not marks(page), marks(page)
     # Nor on a click: no link or image of the student's leads to script.
     assert not re.search(r"""(href|src)\s*=\s*["']?\s*(javascript|data:text)""", page, re.IGNORECASE)
@@ -256,13 +308,30 @@ def test_the_server_exposes_only_what_grading_needs(formgrader):
             return error.code
 
     assert status("/formgrader/api/assignments") == 200  # what grading needs, with the same token
-    refused = {path: status(path) for path in (
-        "/api/contents", "/api/contents/source", "/files/gradebook.db", "/files/nbgrader_config.py",
-        "/api/kernels", "/api/kernelspecs", "/api/sessions", "/api/terminals", "/terminals/1", "/lab",
-        "/tree", "/notebooks/source", "/api/nbconvert", "/assignments", "/lsp/status")}
+    refused = {
+        path: status(path)
+        for path in (
+            "/api/contents",
+            "/api/contents/source",
+            "/files/gradebook.db",
+            "/files/nbgrader_config.py",
+            "/api/kernels",
+            "/api/kernelspecs",
+            "/api/sessions",
+            "/api/terminals",
+            "/terminals/1",
+            "/lab",
+            "/tree",
+            "/notebooks/source",
+            "/api/nbconvert",
+            "/assignments",
+            "/lsp/status",
+        )
+    }
     assert all(code in (403, 404) for code in refused.values()), refused
-    headers = urllib.request.urlopen(urllib.request.Request(
-        f"{base}/formgrader", headers={"Authorization": f"token {token}"}), timeout=30).headers
+    headers = urllib.request.urlopen(
+        urllib.request.Request(f"{base}/formgrader", headers={"Authorization": f"token {token}"}), timeout=30
+    ).headers
     assert "object-src 'none'" in headers.get("Content-Security-Policy", ""), headers
 
 
@@ -274,14 +343,20 @@ def test_stopping_leaves_no_process_behind(formgrader, graded_class):
     assert command.wait(timeout=60) == 128 + signal.SIGTERM
     _, alive = psutil.wait_procs(started, timeout=30)
     assert not alive, f"processes left running after the formgrader stopped: {alive}"
-    in_output = [process.info["pid"] for process in psutil.process_iter(["pid", "cwd"])
-                 if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(graded_class)]
+    in_output = [
+        process.info["pid"]
+        for process in psutil.process_iter(["pid", "cwd"])
+        if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(graded_class)
+    ]
     assert not in_output, f"processes left running in {graded_class}: {in_output}"
 
 
 def test_not_an_output_folder_exits_with_2_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "autograder", "formgrader", str(tmp_path)],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "formgrader", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 2, result
     assert "is not a grading output folder" in result.stderr and "Traceback" not in result.stderr, result.stderr
-

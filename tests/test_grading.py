@@ -44,12 +44,15 @@ NOTEBOOK_TIMEOUT = 240
 
 GRADE_ID = re.compile(r"^[a-z][a-z0-9_]{5,}$")
 # Names that say nothing about the cell: test1, cell3, answer, q1, solution_2, test_cell ...
-GENERIC_ID = re.compile(r"^(test|tests|cell|answer|question|q|solution|task|exercise|ex|problem|part|code"
-                        r"|grade|hidden|visible)_?(cell|test|tests|answer)?_?\d*$")
+GENERIC_ID = re.compile(
+    r"^(test|tests|cell|answer|question|q|solution|task|exercise|ex|problem|part|code"
+    r"|grade|hidden|visible)_?(cell|test|tests|answer)?_?\d*$"
+)
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
 
 # ------------------------------------------------------------------------------ helpers
+
 
 def nbgrader_cells(notebook_path: Path):
     """(cell, its nbgrader metadata) for every nbgrader cell of a notebook."""
@@ -71,14 +74,20 @@ def tree_digest(folder: Path) -> str:
 
 def repo_state() -> dict:
     """What grading must not change: solutions/, exercises/ and the repository root's entries."""
-    return {"solutions": tree_digest(SOLUTIONS_DIR), "exercises": tree_digest(EXERCISES_DIR),
-            "root": sorted(p.name for p in REPO_ROOT.iterdir())}
+    return {
+        "solutions": tree_digest(SOLUTIONS_DIR),
+        "exercises": tree_digest(EXERCISES_DIR),
+        "root": sorted(p.name for p in REPO_ROOT.iterdir()),
+    }
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
     ignored = {".ipynb_checkpoints", "__pycache__"}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not ignored.intersection(p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not ignored.intersection(p.relative_to(folder).parts)
+    }
 
 
 def broken_copy(notebook_path: Path, grade_id: str, first_lines: str) -> str:
@@ -92,8 +101,9 @@ def broken_copy(notebook_path: Path, grade_id: str, first_lines: str) -> str:
 
 def points_by_hand(notebook_path: Path) -> float:
     """Points of the cells a person grades (graded solution cells, e.g. written answers)."""
-    return sum(meta["points"] for _, meta in nbgrader_cells(notebook_path)
-               if meta.get("grade") and meta.get("solution"))
+    return sum(
+        meta["points"] for _, meta in nbgrader_cells(notebook_path) if meta.get("grade") and meta.get("solution")
+    )
 
 
 def points_after(notebook_path: Path, grade_id: str) -> float:
@@ -139,8 +149,15 @@ def hidden_and_visible_test_lines(notebook_path: Path) -> tuple[set[str], set[st
 def read_csv(path: Path) -> dict[str, dict]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        assert reader.fieldnames == ["student", "assignment", "score", "max_score", "to_grade_by_hand",
-                                     "status", "reason"]
+        assert reader.fieldnames == [
+            "student",
+            "assignment",
+            "score",
+            "max_score",
+            "to_grade_by_hand",
+            "status",
+            "reason",
+        ]
         return {row["student"]: row for row in reader}
 
 
@@ -151,6 +168,7 @@ def add_student(submissions: Path, student: str, text: str, name: str, subfolder
 
 
 # ------------------------------------------------------------------------------ the class
+
 
 def make_class(submissions: Path, assignment: str) -> None:
     """(a) the solutions themselves, (b) the released exercise as is, in a subfolder."""
@@ -196,19 +214,22 @@ def stopped(tmp_path_factory):
     base = tmp_path_factory.mktemp("stopped")
     (solution,) = sorted((SOLUTIONS_DIR / HOSTILE_LESSON).glob("*.ipynb"))
     first = next(meta["grade_id"] for _, meta in nbgrader_cells(solution) if meta.get("solution"))
-    add_student(base / "submissions", "too_slow", broken_copy(solution, first, "while True:\n    pass\n"),
-                solution.name)
+    add_student(
+        base / "submissions", "too_slow", broken_copy(solution, first, "while True:\n    pass\n"), solution.name
+    )
     rows = grade(HOSTILE_LESSON, base / "submissions", base / "out", cell_timeout=300, notebook_timeout=15)
     return rows, base / "out"
 
 
 # ------------------------------------------------------------------------------ tests: sources
 
+
 def test_release_has_not_drifted(tmp_path):
     release(release_dir=tmp_path)
     fix = "exercises/ differs from a fresh release of solutions/: run `python -m autograder release`"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in EXERCISES_DIR.iterdir() if p.is_dir()), f"{fix} (the assignment folders differ)"
+        p.name for p in EXERCISES_DIR.iterdir() if p.is_dir()
+    ), f"{fix} (the assignment folders differ)"
     for assignment in ASSIGNMENTS:
         fresh, committed = files_under(tmp_path / assignment), files_under(EXERCISES_DIR / assignment)
         assert sorted(fresh) == sorted(committed), f"{fix} (files of {assignment} differ)"
@@ -222,16 +243,21 @@ def test_grade_ids_are_unique_and_descriptive(notebook):
     duplicates = sorted({grade_id for grade_id in ids if ids.count(grade_id) > 1})
     assert not duplicates, f"{notebook.name}: grade ids used more than once: {duplicates}"
     malformed = [grade_id for grade_id in ids if not GRADE_ID.match(grade_id)]
-    assert not malformed, (f"{notebook.name}: grade ids must be lower case, at least 6 characters, "
-                           f"of letters, digits and _: {malformed}")
+    assert not malformed, (
+        f"{notebook.name}: grade ids must be lower case, at least 6 characters, "
+        f"of letters, digits and _: {malformed}"
+    )
     generic = [grade_id for grade_id in ids if GENERIC_ID.match(grade_id)]
     assert not generic, f"{notebook.name}: grade ids must say what the cell is, not {generic}"
 
 
 @pytest.mark.parametrize("notebook", solution_notebooks(), ids=lambda p: p.name)
 def test_test_cells_are_worth_points(notebook):
-    pointless = [meta["grade_id"] for _, meta in nbgrader_cells(notebook)
-                 if meta.get("grade") and not meta.get("points", 0) > 0]
+    pointless = [
+        meta["grade_id"]
+        for _, meta in nbgrader_cells(notebook)
+        if meta.get("grade") and not meta.get("points", 0) > 0
+    ]
     assert not pointless, f"{notebook.name}: graded cells without points: {pointless}"
 
 
@@ -257,9 +283,11 @@ def test_test_cells_only_judge(notebook):
         own = {node.id for node in names if isinstance(node.ctx, ast.Store)}
         read = {node.id for node in names if isinstance(node.ctx, ast.Load)}
         leaks = sorted((read - own) & set(assigned_by_tests))
-        assert not leaks, (f"{notebook.name}: cell {meta.get('grade_id', cell.get('id'))} reads "
-                           f"{', '.join(f'{n} (set by test cell {assigned_by_tests[n]})' for n in leaks)}; "
-                           "compute it in a locked cell before the test cell instead")
+        assert not leaks, (
+            f"{notebook.name}: cell {meta.get('grade_id', cell.get('id'))} reads "
+            f"{', '.join(f'{n} (set by test cell {assigned_by_tests[n]})' for n in leaks)}; "
+            "compute it in a locked cell before the test cell instead"
+        )
 
 
 def test_the_glob_finds_assignments():
@@ -267,6 +295,7 @@ def test_the_glob_finds_assignments():
 
 
 # ------------------------------------------------------------------------------ tests: grading
+
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_reference_gets_full_marks(graded, assignment):
@@ -381,6 +410,7 @@ def test_grading_leaves_the_repository_unchanged(graded):
 
 # ------------------------------------------------------------------------------ tests: bad input
 
+
 def test_bad_input_is_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("")
@@ -396,8 +426,12 @@ def test_bad_input_is_a_usage_error(tmp_path):
 
 
 def test_cli_exits_with_2_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "autograder", "grade", HOSTILE_LESSON, str(tmp_path / "none")],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", HOSTILE_LESSON, str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 

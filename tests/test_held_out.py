@@ -23,9 +23,12 @@ def grading_mode():
 def test_the_grader_finds_the_samples_each_assignment_tests_with():
     found = {assignment: held_out_samples(assignment) for assignment in find_assignments()}
     # The sizes are the manifest's (the hidden tests name the dataset only): 5 000, 10 000, 40 000.
-    assert found == {"00_getting_started": [], "01_autoencoder_anomaly_detection": [("cms_ad", 5000)],
-                     "02_likelihood_ratio_reweighting": [("reweighting", 10000)],
-                     "03_cwola_hunting": [("dijet_resonance", 40000)]}
+    assert found == {
+        "00_getting_started": [],
+        "01_autoencoder_anomaly_detection": [("cms_ad", 5000)],
+        "02_likelihood_ratio_reweighting": [("reweighting", 10000)],
+        "03_cwola_hunting": [("dijet_resonance", 40000)],
+    }
 
 
 def test_the_grader_refuses_a_held_out_call_it_cannot_read(tmp_path, monkeypatch):
@@ -33,8 +36,11 @@ def test_the_grader_refuses_a_held_out_call_it_cannot_read(tmp_path, monkeypatch
 
     assignment = tmp_path / "99_lesson"
     assignment.mkdir()
-    for call in ('held_out_sample(name)', 'held_out_sample("no_such_dataset")',
-                 'held_out_sample("cms_ad", n_events=size)'):
+    for call in (
+        "held_out_sample(name)",
+        'held_out_sample("no_such_dataset")',
+        'held_out_sample("cms_ad", n_events=size)',
+    ):
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"held_out = {call}")])
         nbformat.write(notebook, assignment / "99_lesson.ipynb")
         monkeypatch.setattr(grader_side, "SOLUTIONS_DIR", tmp_path)
@@ -71,19 +77,30 @@ def test_in_a_grading_run_the_seed_is_the_runs(grading_mode):
 
 def test_features_only_takes_the_truth_away():
     # cms_ad's generator weight is exactly 1 for the signal alone: it goes with the labels.
-    sample = Dataset("cms_ad", "pythia", {"objects": np.zeros((3, 19, 3)), "label": np.array([0, 1, 0]),
-                                          "process": np.array([0, 2, 1]), "weight": np.array([2e-5, 1, 3e-5])})
+    sample = Dataset(
+        "cms_ad",
+        "pythia",
+        {
+            "objects": np.zeros((3, 19, 3)),
+            "label": np.array([0, 1, 0]),
+            "process": np.array([0, 2, 1]),
+            "weight": np.array([2e-5, 1, 3e-5]),
+        },
+    )
     assert set(held_out.features_only(sample).arrays) == {"objects"}
 
 
-@pytest.mark.parametrize(("values", "shape", "low", "message"), [
-    ([1.0, np.nan], (2,), None, "not finite"),
-    ([1.0, np.inf], (2,), None, "not finite"),
-    ([1.0, 2.0, 3.0], (2,), None, "shape"),
-    ([[1.0, 2.0]], (2,), None, "shape"),
-    ([1.0, -1.0], (2,), 0.0, "below 0"),
-    (["a", "b"], (2,), None, "array of numbers"),
-])
+@pytest.mark.parametrize(
+    ("values", "shape", "low", "message"),
+    [
+        ([1.0, np.nan], (2,), None, "not finite"),
+        ([1.0, np.inf], (2,), None, "not finite"),
+        ([1.0, 2.0, 3.0], (2,), None, "shape"),
+        ([[1.0, 2.0]], (2,), None, "shape"),
+        ([1.0, -1.0], (2,), 0.0, "below 0"),
+        (["a", "b"], (2,), None, "array of numbers"),
+    ],
+)
 def test_checked_refuses_what_cannot_be_scored(values, shape, low, message):
     with pytest.raises(AssertionError, match=message):
         held_out.checked(values, "f", shape, low=low)

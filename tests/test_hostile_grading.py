@@ -47,10 +47,15 @@ SETTLE_SECONDS = 10  # how long a sandbox may take to go away after its student 
 
 # ------------------------------------------------------------------------------ helpers
 
+
 def repo_state() -> dict[str, str]:
     """Path -> sha256 of every tracked and every untracked, not ignored file, and the root's entries."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     state = {}
     for name in sorted(set(filter(None, listing.decode().split("\0")))):
         path = REPO_ROOT / name
@@ -69,11 +74,17 @@ def assignment_definition(gradebook_path: Path) -> dict:
                 "grade_cells": sorted([c.name, c.max_score, c.cell_type] for c in notebook.grade_cells),
                 "task_cells": sorted([c.name, c.max_score, c.cell_type] for c in notebook.task_cells),
                 "solution_cells": sorted(c.name for c in notebook.solution_cells),
-                "source_cells": sorted([c.name, c.cell_type, c.locked, c.source, c.checksum]
-                                       for c in notebook.source_cells),
-            } for notebook in assignment.notebooks}
-        return {"assignments": sorted(a.name for a in gradebook.assignments),
-                "duedate": str(assignment.duedate), "notebooks": notebooks}
+                "source_cells": sorted(
+                    [c.name, c.cell_type, c.locked, c.source, c.checksum] for c in notebook.source_cells
+                ),
+            }
+            for notebook in assignment.notebooks
+        }
+        return {
+            "assignments": sorted(a.name for a in gradebook.assignments),
+            "duedate": str(assignment.duedate),
+            "notebooks": notebooks,
+        }
 
 
 def digest(definition: dict) -> str:
@@ -83,7 +94,6 @@ def digest(definition: dict) -> str:
 def read_csv(path: Path) -> dict[str, dict]:
     with open(path, newline="") as file:
         return {row["student"]: row for row in csv.DictReader(file)}
-
 
 
 def lingering_processes(traps: Traps, base: Path, children_before: set[int]) -> list[psutil.Process]:
@@ -96,8 +106,9 @@ def lingering_processes(traps: Traps, base: Path, children_before: set[int]) -> 
     for process in psutil.process_iter(["cwd"]):
         if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(base):
             found[process.pid] = process
-    return [process for process in found.values() if process.is_running()
-            and process.status() != psutil.STATUS_ZOMBIE]
+    return [
+        process for process in found.values() if process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def describe(processes: list[psutil.Process]) -> list[str]:
@@ -122,6 +133,7 @@ def remove(processes: list[psutil.Process], files: list[Path]) -> None:
 
 # ------------------------------------------------------------------------------ tests: honest students
 
+
 @pytest.mark.parametrize("student", HONEST_SCORES)
 def test_honest_student_gets_what_they_earned(graded, student):
     row = graded.rows[student]
@@ -133,6 +145,7 @@ def test_reference_has_no_remarks(graded):
 
 
 # ------------------------------------------------------------------------------ tests: each kind
+
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
 def test_kind_gets_no_more_than_its_work(graded, kind):
@@ -165,12 +178,16 @@ def test_graded_outputs_can_be_read(graded):
 
 # ------------------------------------------------------------------------------ tests: the batch
 
+
 def test_batch_completed_with_a_row_per_student(graded):
     assert set(graded.rows) == set(graded.csv_rows) == graded.students
     for student, row in graded.rows.items():
         csv_row = graded.csv_rows[student]
         assert (float(csv_row["score"]), csv_row["status"], csv_row["reason"]) == (
-            row["score"], row["status"], row["reason"]), student
+            row["score"],
+            row["status"],
+            row["reason"],
+        ), student
 
 
 def test_every_row_has_the_assignments_max_score(graded):
@@ -179,8 +196,11 @@ def test_every_row_has_the_assignments_max_score(graded):
 
 
 def test_repository_unchanged(graded):
-    changed = sorted(name for name in graded.repo_before.keys() | graded.repo_after.keys()
-                     if graded.repo_before.get(name) != graded.repo_after.get(name))
+    changed = sorted(
+        name
+        for name in graded.repo_before.keys() | graded.repo_after.keys()
+        if graded.repo_before.get(name) != graded.repo_after.get(name)
+    )
     assert not changed, f"changed while grading: {changed}"
 
 
@@ -214,8 +234,11 @@ def entries_under(folder: Path) -> list[Path]:
 def test_the_file_outside_that_links_point_to_is_untouched_and_never_copied(graded):
     assert graded.canary_after == graded.canary_text
     assert graded.canary_mode == 0o644, oct(graded.canary_mode)  # no chmod went through a link
-    copies = [path for path in entries_under(graded.out_dir) if path.is_file() and not path.is_symlink()
-              and graded.canary_text.strip().encode() in path.read_bytes()]
+    copies = [
+        path
+        for path in entries_under(graded.out_dir)
+        if path.is_file() and not path.is_symlink() and graded.canary_text.strip().encode() in path.read_bytes()
+    ]
     assert not copies, copies
 
 
@@ -232,7 +255,9 @@ def test_feedback_folders_hold_only_the_feedback_page(graded):
     for folder in folders:
         entries = sorted(entry.name for entry in folder.iterdir())
         assert entries == [page] and (folder / page).is_file() and not (folder / page).is_symlink(), (
-            folder.name, entries)
+            folder.name,
+            entries,
+        )
 
 
 def feedback_text(out_dir: Path, student: str) -> str:
@@ -288,6 +313,7 @@ def accepted_connections(server: socket.socket) -> int:
 
 # ------------------------------------------------------------------------------ the class
 
+
 @dataclass
 class Graded:
     """One grading run of the hostile class and what it left behind."""
@@ -326,8 +352,9 @@ def graded(tmp_path_factory):
     repo_before = repo_state()
     start = time.monotonic()
     try:
-        rows = grade(ASSIGNMENT, submissions, out_dir, cell_timeout=CELL_TIMEOUT,
-                     notebook_timeout=NOTEBOOK_TIMEOUT)
+        rows = grade(
+            ASSIGNMENT, submissions, out_dir, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT
+        )
     except BaseException:
         remove(lingering_processes(traps, base, children_before), traps.traces(out_dir))
         raise
@@ -342,17 +369,25 @@ def graded(tmp_path_factory):
     for row in rows:
         print(f"  {row['student']:34} {row['score']:4g} {row['status']:7} {row['reason']}")
     yield Graded(
-        rows={row["student"]: row for row in rows}, csv_rows=read_csv(out_dir / "grades.csv"),
-        students={folder.name for folder in submissions.iterdir()}, out_dir=out_dir, seconds=seconds,
-        repo_before=repo_before, repo_after=repo_after,
+        rows={row["student"]: row for row in rows},
+        csv_rows=read_csv(out_dir / "grades.csv"),
+        students={folder.name for folder in submissions.iterdir()},
+        out_dir=out_dir,
+        seconds=seconds,
+        repo_before=repo_before,
+        repo_after=repo_after,
         definition=assignment_definition(out_dir / "nbgrader" / "gradebook.db"),
         fresh_definition=assignment_definition(fresh / "gradebook.db"),
-        traces=traces, lingering=describe(lingering), connections=accepted_connections(canary),
-        canary_file=traps.canary_file, canary_text=traps.canary_text, canary_after=traps.canary_file.read_text(),
+        traces=traces,
+        lingering=describe(lingering),
+        connections=accepted_connections(canary),
+        canary_file=traps.canary_file,
+        canary_text=traps.canary_text,
+        canary_after=traps.canary_file.read_text(),
         canary_mode=traps.canary_file.stat().st_mode & 0o777,
-        kernel_folders_left=sorted(set(kernel_folders()) - kernel_folders_before))
+        kernel_folders_left=sorted(set(kernel_folders()) - kernel_folders_before),
+    )
 
     canary.close()
     remove(lingering, traces)
     traps.canary_file.unlink()
-

@@ -33,14 +33,18 @@ def graded(tmp_path_factory):
     for lesson in LESSONS:
         base = tmp_path_factory.mktemp(lesson)
         write_class(base / "submissions", lesson)
-        rows = grade(lesson, base / "submissions", base / "out", cell_timeout=CELL_TIMEOUT,
-                     notebook_timeout=NOTEBOOK_TIMEOUT)
+        rows = grade(
+            lesson,
+            base / "submissions",
+            base / "out",
+            cell_timeout=CELL_TIMEOUT,
+            notebook_timeout=NOTEBOOK_TIMEOUT,
+        )
         print(f"\n{lesson}:")
         for row in rows:
             print(f"  {row['student']:22} {row['score']:4g} {row['status']:7} {row['reason']}")
         results[lesson] = ({row["student"]: row for row in rows}, base / "out")
     return results
-
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)

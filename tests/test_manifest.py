@@ -17,8 +17,12 @@ from mlhep.notebooks import REPO
 
 from notebook_expectations import EXPECTATIONS
 
-NOTEBOOKS = sorted(p for folder in ("course", "solutions", "exercises") for p in (REPO / folder).rglob("*.ipynb")
-                   if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = sorted(
+    p
+    for folder in ("course", "solutions", "exercises")
+    for p in (REPO / folder).rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts
+)
 
 
 def rel(path) -> str:
@@ -59,7 +63,8 @@ def parameters_and_calls(path) -> tuple[dict, list[tuple[str, dict]]]:
             for key, value in arguments.items():
                 if isinstance(value, ast.Name):
                     assert value.id in parameters, (
-                        f"{rel(path)}: {function}(...{key}={value.id}): {value.id} must be a parameter")
+                        f"{rel(path)}: {function}(...{key}={value.id}): {value.id} must be a parameter"
+                    )
                     resolved[key] = parameters[value.id]
                 else:
                     resolved[key] = ast.literal_eval(value)
@@ -83,7 +88,8 @@ def test_every_sample_a_notebook_loads_is_in_the_manifest(path):
             got = (arguments.get("n_events"), arguments.get("seed", 0))
             assert got == (entry.n_events, entry.seed), (
                 f"{rel(path)} loads {dataset} with (n_events, seed) {got}; the manifest's {default_role} "
-                f"sample is {(entry.n_events, entry.seed)}: change one of them")
+                f"sample is {(entry.n_events, entry.seed)}: change one of them"
+            )
         assert name in entry.used_by, f"add {name} to the used_by of the manifest's {entry.role} {dataset}"
 
 
@@ -92,9 +98,10 @@ def test_every_notebook_the_manifest_names_exists_and_loads_its_sample():
         for name in entry.used_by:
             assert (REPO / name).is_file(), f"the manifest names {name}, which does not exist"
             function = "held_out_sample" if entry.role == "held_out" else "load"
-            assert any(f == function and arguments["dataset"] == entry.dataset
-                       for f, arguments in parameters_and_calls(REPO / name)[1]), (
-                f"{name} is listed for {entry.dataset} ({entry.role}) but never calls {function} on it")
+            assert any(
+                f == function and arguments["dataset"] == entry.dataset
+                for f, arguments in parameters_and_calls(REPO / name)[1]
+            ), f"{name} is listed for {entry.dataset} ({entry.role}) but never calls {function} on it"
 
 
 def test_the_tests_inject_the_manifests_ci_samples():
@@ -106,8 +113,9 @@ def test_the_tests_inject_the_manifests_ci_samples():
             entry = manifest.sample(dataset, role)
             injected = expected["parameters"]
             got = (injected.get("n_events", entry.n_events), injected.get("seed", entry.seed))
-            assert got == (entry.n_events, entry.seed), f"{name} runs in the tests at {got}, the manifest says " \
-                                                        f"{(entry.n_events, entry.seed)}"
+            assert got == (entry.n_events, entry.seed), (
+                f"{name} runs in the tests at {got}, the manifest says {(entry.n_events, entry.seed)}"
+            )
             assert name in entry.used_by
 
 
@@ -136,7 +144,9 @@ def test_a_scale_fetches_each_distinct_sample_once():
     ci = manifest.course_samples("ci")
     # cms_ad's CI and exercise samples are the same 10 000 events: fetched once.
     assert [(entry.dataset, entry.n_events, seed) for entry, seed in ci if entry.dataset == "cms_ad"] == [
-        ("cms_ad", 10_000, 0), ("cms_ad", 5_000, manifest.STAND_IN_SEEDS["cms_ad"])]
+        ("cms_ad", 10_000, 0),
+        ("cms_ad", 5_000, manifest.STAND_IN_SEEDS["cms_ad"]),
+    ]
     lecture = {(entry.dataset, entry.n_events) for entry, _ in manifest.course_samples("lecture", "3")}
     assert lecture == {("dijet_resonance", 400_000), ("dijet_resonance", 40_000)}
 

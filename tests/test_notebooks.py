@@ -11,8 +11,12 @@ from mlhep.notebooks import REPO, course_notebooks, run_notebook
 
 from notebook_expectations import EXPECTATIONS, MAX_SECONDS_PER_NOTEBOOK
 
-ALL_COMMITTED = sorted(p for folder in ("course", "solutions", "exercises")
-                       for p in (REPO / folder).rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+ALL_COMMITTED = sorted(
+    p
+    for folder in ("course", "solutions", "exercises")
+    for p in (REPO / folder).rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts
+)
 RUNNABLE = course_notebooks()
 
 
@@ -46,7 +50,8 @@ SECONDS: dict[str, float] = {}
 def run_at_ci_scale(path: Path, executed_notebooks: Path) -> Path:
     expected = EXPECTATIONS.get(rel(path))
     assert expected is not None, (
-        f"add the CI parameters and expected figures of {rel(path)} to tests/notebook_expectations.py")
+        f"add the CI parameters and expected figures of {rel(path)} to tests/notebook_expectations.py"
+    )
     start = time.perf_counter()
     # Kept for the session: tests/test_site.py builds the course's website from these copies.
     executed = run_notebook(path, executed_notebooks / rel(path), expected["parameters"])

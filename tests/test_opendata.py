@@ -28,21 +28,30 @@ from data_fetch.errors import ChecksumMismatchError, DataFetchError, SourceUnava
 from data_fetch.registry import CMS_AD
 
 QCD_RECID, SIGNAL_RECID = 63168, 33703
-QCD_FOLDER = ("/eos/opendata/cms/mc/RunIISummer20UL16NanoAODv9/QCD_Pt-15to7000_TuneCP5_Flat2018_13TeV_pythia8"
-              "/NANOAODSIM/106X_mcRun2_asymptotic_v17-v1/120000")
+QCD_FOLDER = (
+    "/eos/opendata/cms/mc/RunIISummer20UL16NanoAODv9/QCD_Pt-15to7000_TuneCP5_Flat2018_13TeV_pythia8"
+    "/NANOAODSIM/106X_mcRun2_asymptotic_v17-v1/120000"
+)
 N_QCD_PER_FILE, N_SIGNAL = 200, 150
 
 # ---------------------------------------------------------------- NanoAOD-shaped test files
 FIELDS = {
     "Electron": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("cutBased", np.int32)),
-    "Muon": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("looseId", np.bool_),
-             ("pfRelIso04_all", np.float32)),
+    "Muon": (
+        ("pt", np.float32),
+        ("eta", np.float32),
+        ("phi", np.float32),
+        ("looseId", np.bool_),
+        ("pfRelIso04_all", np.float32),
+    ),
     "Jet": (("pt", np.float32), ("eta", np.float32), ("phi", np.float32), ("jetId", np.int32)),
 }
 
 # Event 0 of the first QCD file, written by hand so the expected table can be worked out by hand.
 HAND_EVENT = {
-    "MET_pt": 123.5, "MET_phi": -0.75, "genWeight": 0.5,
+    "MET_pt": 123.5,
+    "MET_phi": -0.75,
+    "genWeight": 0.5,
     "Electron": [  # (pt, eta, phi, cutBased)
         (25.0, 0.5, 1.0, 4),  # passes
         (50.0, -1.0, -2.0, 2),  # passes (loose is enough)
@@ -58,28 +67,59 @@ HAND_EVENT = {
         (20.0, 2.45, 0.0, True, 0.0),  # fails |eta| < 2.4 (muons)
     ],
     "Jet": [  # (pt, eta, phi, jetId)
-        (90.0, 0.1, 0.1, 6), (400.0, 0.0, 0.0, 0), (300.0, 1.0, 1.0, 6), (60.0, 0.6, 0.6, 2),
-        (250.0, -1.0, -1.0, 2), (25.0, 0.3, 0.3, 6), (200.0, 0.5, 0.5, 6), (50.0, 0.7, 0.7, 6),
-        (150.0, -0.5, -0.5, 6), (500.0, 3.0, 0.2, 6), (120.0, 1.5, 1.5, 6), (350.0, 0.2, 0.2, 1),
-        (100.0, -1.5, -1.5, 6), (80.0, 2.0, 2.0, 6), (70.0, -2.0, -2.0, 6),
+        (90.0, 0.1, 0.1, 6),
+        (400.0, 0.0, 0.0, 0),
+        (300.0, 1.0, 1.0, 6),
+        (60.0, 0.6, 0.6, 2),
+        (250.0, -1.0, -1.0, 2),
+        (25.0, 0.3, 0.3, 6),
+        (200.0, 0.5, 0.5, 6),
+        (50.0, 0.7, 0.7, 6),
+        (150.0, -0.5, -0.5, 6),
+        (500.0, 3.0, 0.2, 6),
+        (120.0, 1.5, 1.5, 6),
+        (350.0, 0.2, 0.2, 1),
+        (100.0, -1.5, -1.5, 6),
+        (80.0, 2.0, 2.0, 6),
+        (70.0, -2.0, -2.0, 6),
     ],
 }
 # Worked out by hand from HAND_EVENT: slot 0 MET, 1-4 electrons, 5-8 muons, 9-18 jets, pT-ordered.
 HAND_TABLE = np.array(
-    [(123.5, 0.0, -0.75),
-     (50.0, -1.0, -2.0), (25.0, 0.5, 1.0), (0, 0, 0), (0, 0, 0),
-     (60.0, -0.3, 2.5), (15.0, 2.3, 0.4), (0, 0, 0), (0, 0, 0),
-     # 11 jets pass (400 fails jetId 0, 350 jetId 1 = loose only, 500 |eta| 3, 25 pT):
-     # the ten hardest are kept, the 50 GeV one is dropped.
-     (300.0, 1.0, 1.0), (250.0, -1.0, -1.0), (200.0, 0.5, 0.5), (150.0, -0.5, -0.5), (120.0, 1.5, 1.5),
-     (100.0, -1.5, -1.5), (90.0, 0.1, 0.1), (80.0, 2.0, 2.0), (70.0, -2.0, -2.0), (60.0, 0.6, 0.6)],
-    dtype=np.float32)
+    [
+        (123.5, 0.0, -0.75),
+        (50.0, -1.0, -2.0),
+        (25.0, 0.5, 1.0),
+        (0, 0, 0),
+        (0, 0, 0),
+        (60.0, -0.3, 2.5),
+        (15.0, 2.3, 0.4),
+        (0, 0, 0),
+        (0, 0, 0),
+        # 11 jets pass (400 fails jetId 0, 350 jetId 1 = loose only, 500 |eta| 3, 25 pT):
+        # the ten hardest are kept, the 50 GeV one is dropped.
+        (300.0, 1.0, 1.0),
+        (250.0, -1.0, -1.0),
+        (200.0, 0.5, 0.5),
+        (150.0, -0.5, -0.5),
+        (120.0, 1.5, 1.5),
+        (100.0, -1.5, -1.5),
+        (90.0, 0.1, 0.1),
+        (80.0, 2.0, 2.0),
+        (70.0, -2.0, -2.0),
+        (60.0, 0.6, 0.6),
+    ],
+    dtype=np.float32,
+)
 
 
 def _random_objects(rng: np.random.Generator, kind: str, n: int) -> dict:
     """Sensible random values; many objects fail the ID or the kinematic cuts."""
-    columns = {"pt": 5 + rng.exponential(40.0, n), "eta": rng.uniform(-3, 3, n),
-               "phi": rng.uniform(-np.pi, np.pi, n)}
+    columns = {
+        "pt": 5 + rng.exponential(40.0, n),
+        "eta": rng.uniform(-3, 3, n),
+        "phi": rng.uniform(-np.pi, np.pi, n),
+    }
     if kind == "Electron":
         columns["cutBased"] = rng.integers(0, 5, n)
     elif kind == "Muon":
@@ -107,15 +147,20 @@ def write_nanoaod(path: Path, n_events: int, seed: int, signal: bool, hand_event
             hand = list(zip(*hand_event[kind], strict=True))
             columns = {name: np.concatenate([hand[k], columns[name]]) for k, (name, _) in enumerate(fields)}
             counts[0] = len(hand_event[kind])
-        branches[kind] = ak.zip({name: ak.unflatten(np.asarray(columns[name], dtype=dtype), counts)
-                                 for name, dtype in fields})
+        branches[kind] = ak.zip(
+            {name: ak.unflatten(np.asarray(columns[name], dtype=dtype), counts) for name, dtype in fields}
+        )
     if hand_event is not None:
         for name in ("MET_pt", "MET_phi", "genWeight"):
             branches[name][0] = hand_event[name]
     with uproot.recreate(path) as file:
         # NanoAOD naming: counter nElectron, branches Electron_pt, Electron_eta, ...
-        file.mktree("Events", branches, counter_name=lambda counted: f"n{counted}",
-                    field_name=lambda outer, inner: f"{outer}_{inner}")
+        file.mktree(
+            "Events",
+            branches,
+            counter_name=lambda counted: f"n{counted}",
+            field_name=lambda outer, inner: f"{outer}_{inner}",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +175,12 @@ def root_files(tmp_path_factory) -> dict:
 
 # ---------------------------------------------------------------- the fake portal
 def _entry(uri: str, data: bytes) -> dict:
-    return {"uri": uri, "size": len(data), "checksum": f"adler32:{zlib.adler32(data) & 0xFFFFFFFF:08x}",
-            "key": uri.rsplit("/", 1)[-1]}
+    return {
+        "uri": uri,
+        "size": len(data),
+        "checksum": f"adler32:{zlib.adler32(data) & 0xFFFFFFFF:08x}",
+        "key": uri.rsplit("/", 1)[-1],
+    }
 
 
 class FakePortal:
@@ -139,9 +188,11 @@ class FakePortal:
 
     def __init__(self, root_files: dict):
         self.url = ""  # set once the server listens
-        self.files = {f"{QCD_FOLDER}/qcd_1.root": root_files["qcd_1.root"],
-                      f"{QCD_FOLDER}/qcd_2.root": root_files["qcd_2.root"],
-                      "/files/signal_1.root": root_files["signal_1.root"]}
+        self.files = {
+            f"{QCD_FOLDER}/qcd_1.root": root_files["qcd_1.root"],
+            f"{QCD_FOLDER}/qcd_2.root": root_files["qcd_2.root"],
+            "/files/signal_1.root": root_files["signal_1.root"],
+        }
         self.records: dict = {}
         self.requests: list = []  # (path, Range header or None), in order
         self.supports_range = True
@@ -153,27 +204,43 @@ class FakePortal:
         root = "root://eospublic.cern.ch/"
         qcd = [_entry(root + path, self.files[path]) for path in sorted(self.files) if "QCD" in path]
         self.records[QCD_RECID] = {
-            "id": QCD_RECID, "links": {"self": f"{self.url}/api/records/{QCD_RECID}"},
+            "id": QCD_RECID,
+            "links": {"self": f"{self.url}/api/records/{QCD_RECID}"},
             "metadata": {
-                "recid": QCD_RECID, "title": CMS_AD.opendata_records[0].title,
-                "distribution": {"formats": ["nanoaodsim", "root"], "number_events": 2 * N_QCD_PER_FILE,
-                                 "number_files": len(qcd), "size": sum(f["size"] for f in qcd)},
+                "recid": QCD_RECID,
+                "title": CMS_AD.opendata_records[0].title,
+                "distribution": {
+                    "formats": ["nanoaodsim", "root"],
+                    "number_events": 2 * N_QCD_PER_FILE,
+                    "number_files": len(qcd),
+                    "size": sum(f["size"] for f in qcd),
+                },
                 "files": [],
                 # Large records list their ROOT files in file indices, with the files inline.
-                "_file_indices": [{"key": "CMS_mc_RunIISummer20UL16NanoAODv9_QCD_file_index.json",
-                                   "number_files": len(qcd), "size": sum(f["size"] for f in qcd),
-                                   "files": qcd}],
+                "_file_indices": [
+                    {
+                        "key": "CMS_mc_RunIISummer20UL16NanoAODv9_QCD_file_index.json",
+                        "number_files": len(qcd),
+                        "size": sum(f["size"] for f in qcd),
+                        "files": qcd,
+                    }
+                ],
             },
         }
         config = b"import FWCore.ParameterSet.Config as cms\n"
         self.records[SIGNAL_RECID] = {
-            "id": SIGNAL_RECID, "links": {"self": f"{self.url}/api/records/{SIGNAL_RECID}"},
+            "id": SIGNAL_RECID,
+            "links": {"self": f"{self.url}/api/records/{SIGNAL_RECID}"},
             "metadata": {
-                "recid": SIGNAL_RECID, "title": CMS_AD.opendata_records[1].title,
+                "recid": SIGNAL_RECID,
+                "title": CMS_AD.opendata_records[1].title,
                 "files": [
                     # an address that is already http: used as it is
-                    {**_entry(f"{self.url}/files/signal_1.root", self.files["/files/signal_1.root"]),
-                     "bucket": "4997a85c", "version_id": "x"},
+                    {
+                        **_entry(f"{self.url}/files/signal_1.root", self.files["/files/signal_1.root"]),
+                        "bucket": "4997a85c",
+                        "version_id": "x",
+                    },
                     # not a ROOT file: ignored
                     _entry(root + "/eos/opendata/cms/configuration-files/configFile.py", config),
                 ],
@@ -228,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         cut = portal.cuts.get(path)
         if cut and cut[1] > 0:  # send part of the body, then drop the connection
             cut[1] -= 1
-            body = body[:cut[0]]
+            body = body[: cut[0]]
             self.close_connection = True
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)

@@ -21,29 +21,39 @@ from autograder.pages import (
 ACTIVE = re.compile(r"<\s*(script|iframe|svg|object|embed|style)\b|\bon\w+\s*=|javascript:", re.IGNORECASE)
 
 
-@pytest.mark.parametrize("html", [
-    "<script>alert(1)</script>",
-    '<img src="x" onerror="alert(1)">',
-    '<a href="javascript:alert(1)">x</a>',
-    '<a href="data:text/html,<script>alert(1)</script>">x</a>',
-    "<svg onload=alert(1)></svg>",
-    '<iframe srcdoc="<script>alert(1)</script>"></iframe>',
-    "<div style=\"background:url(javascript:alert(1))\">x</div>",
-    "<scr<script>ipt>alert(1)</script>",
-    '<b onmouseover="alert(1)">bold</b>',
-    "<ScRiPt >alert(1)</sCrIpT >",
-])
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<script>alert(1)</script>",
+        '<img src="x" onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+        "<svg onload=alert(1)></svg>",
+        '<iframe srcdoc="<script>alert(1)</script>"></iframe>',
+        '<div style="background:url(javascript:alert(1))">x</div>',
+        "<scr<script>ipt>alert(1)</script>",
+        '<b onmouseover="alert(1)">bold</b>',
+        "<ScRiPt >alert(1)</sCrIpT >",
+    ],
+)
 def test_clean_html_leaves_nothing_active(html):
     cleaned = clean_html(html)
     assert not ACTIVE.search(cleaned), cleaned
 
 
 def test_clean_html_keeps_what_reads():
-    html = ('<h2>Result</h2><p>AUC <b>0.71</b>, see <a href="https://arxiv.org/abs/1811.10276">the paper</a>'
-            '</p><table><tr><td>1</td></tr></table><img src="data:image/png;base64,iVBORw0KGgo=" alt="plot">')
+    html = (
+        '<h2>Result</h2><p>AUC <b>0.71</b>, see <a href="https://arxiv.org/abs/1811.10276">the paper</a>'
+        '</p><table><tr><td>1</td></tr></table><img src="data:image/png;base64,iVBORw0KGgo=" alt="plot">'
+    )
     cleaned = clean_html(html)
-    for kept in ("<h2>Result</h2>", "<b>0.71</b>", 'href="https://arxiv.org/abs/1811.10276"', "<td>1</td>",
-                 'src="data:image/png;base64,iVBORw0KGgo="'):
+    for kept in (
+        "<h2>Result</h2>",
+        "<b>0.71</b>",
+        'href="https://arxiv.org/abs/1811.10276"',
+        "<td>1</td>",
+        'src="data:image/png;base64,iVBORw0KGgo="',
+    ):
         assert kept in cleaned, cleaned
 
 
@@ -64,10 +74,14 @@ def hostile_notebook() -> nbformat.NotebookNode:
     code.outputs = [
         nbformat.v4.new_output("display_data", data={"application/javascript": "alert(1)", "text/plain": "js"}),
         nbformat.v4.new_output("display_data", data={"text/html": "<script>alert(1)</script><i>ok</i>"}),
-        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="},
-                               metadata={"image/png": {"width": "1 onerror=alert(1)", "height": 20}}),
-        nbformat.v4.new_output("display_data", data={"text/plain": "said during hidden tests"},
-                               metadata={HIDDEN_OUTPUT: "stdout"}),
+        nbformat.v4.new_output(
+            "display_data",
+            data={"image/png": "iVBORw0KGgo="},
+            metadata={"image/png": {"width": "1 onerror=alert(1)", "height": 20}},
+        ),
+        nbformat.v4.new_output(
+            "display_data", data={"text/plain": "said during hidden tests"}, metadata={HIDDEN_OUTPUT: "stdout"}
+        ),
     ]
     notebook.cells = [answer, given, raw, code]
     notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"</script>": "x"}}
@@ -94,15 +108,18 @@ def test_a_page_gets_its_policy_before_anything_else():
     assert "default-src 'none'" in FEEDBACK_CSP and "script-src" not in FEEDBACK_CSP
 
 
-@pytest.mark.parametrize("markdown", [
-    "[click](javascript:alert(1))",
-    "[click](jav&#x61;script:alert(1))",
-    "[click][one]\n\n[one]: javascript:alert(1)",
-    "<javascript:alert(1)>",
-    "![x](javascript:alert(1))",
-    "[click](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
-    "`[x](javascript:alert(1))`\n\n```\n\n[x](javascript:alert(1))\n```",
-])
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "[click](javascript:alert(1))",
+        "[click](jav&#x61;script:alert(1))",
+        "[click][one]\n\n[one]: javascript:alert(1)",
+        "<javascript:alert(1)>",
+        "![x](javascript:alert(1))",
+        "[click](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+        "`[x](javascript:alert(1))`\n\n```\n\n[x](javascript:alert(1))\n```",
+    ],
+)
 def test_markdown_links_never_reach_a_page_live(markdown):
     # nbconvert renders markdown with harmful link protocols allowed, and the formgrader's template
     # cleans nothing: what is stored must stay inert when rendered again, by any renderer.
@@ -114,6 +131,8 @@ def test_markdown_links_never_reach_a_page_live(markdown):
 
 
 def test_safe_markdown_keeps_what_reads():
-    stored = safe_markdown("## Answer\n\nThe **AUC** is $0.71$, see [the paper](https://arxiv.org/abs/1811.10276).")
+    stored = safe_markdown(
+        "## Answer\n\nThe **AUC** is $0.71$, see [the paper](https://arxiv.org/abs/1811.10276)."
+    )
     for kept in ("<h2>Answer", "<strong>AUC</strong>", "$0.71$", 'href="https://arxiv.org/abs/1811.10276"'):
         assert kept in stored, stored

@@ -43,8 +43,9 @@ class WireChannel:
         try:
             text = wire.dumps(reply, self.agent.reference)
         except wire.WireError as error:  # as the agent's send does
-            text = wire.dumps({"op": "error", "type": "ValueError", "message": str(error), "traceback": ""},
-                              self.agent.reference)
+            text = wire.dumps(
+                {"op": "error", "type": "ValueError", "message": str(error), "traceback": ""}, self.agent.reference
+            )
         answer = wire.loads(text, self._resolve)
         if answer["op"] == "error":
             raise student_exception(answer)
@@ -127,6 +128,7 @@ class Model:
 
 # ------------------------------------------------------------------------------ arrays
 
+
 def test_array_attributes_come_from_the_array_not_the_students_methods():
     sneaky = Sneaky()
     proxy, _ = student_object(sneaky)
@@ -199,6 +201,7 @@ def test_an_array_the_student_returns_arrives_as_a_plain_array():
 
 # ------------------------------------------------------------------------------ other objects
 
+
 def test_an_object_without_an_array_answers_for_itself():
     proxy, channel = student_object(Model())
     assert proxy.n_features == 3
@@ -211,8 +214,12 @@ def test_an_object_without_an_array_answers_for_itself():
 
 def test_calling_a_student_function_returns_plain_data():
     def analyse(x, *, bins):
-        return {"counts": np.histogram(x, bins=bins)[0], "mean": float(np.mean(x)), "labels": ["a", "b"],
-                "pair": (1, 2.5)}
+        return {
+            "counts": np.histogram(x, bins=bins)[0],
+            "mean": float(np.mean(x)),
+            "labels": ["a", "b"],
+            "pair": (1, 2.5),
+        }
 
     proxy, _ = student_object(analyse)
     result = proxy(np.array([0.1, 0.4, 0.6, 0.9]), bins=2)
@@ -277,6 +284,7 @@ def test_proxies_are_hashable_by_identity_in_the_kernel():
 
 # ------------------------------------------------------------------------------ errors
 
+
 def test_a_builtin_error_of_the_student_arrives_as_itself():
     def check(kind):
         raise ValueError(f"unknown object type {kind!r}")
@@ -327,8 +335,9 @@ def test_an_error_with_a_forwarded_name_is_the_builtin_not_the_students_class():
 
 
 def test_student_exception_keeps_only_what_the_message_says():
-    error = student_exception({"op": "error", "type": "ZeroDivisionError", "message": "division by zero",
-                               "traceback": "In cell 4"})
+    error = student_exception(
+        {"op": "error", "type": "ZeroDivisionError", "message": "division by zero", "traceback": "In cell 4"}
+    )
     assert type(error) is ZeroDivisionError and str(error) == "division by zero"
     assert error.student_traceback == "In cell 4"
     unknown = student_exception({"op": "error"})
@@ -354,8 +363,9 @@ class BrokenChannel:
         raise self.error
 
 
-@pytest.mark.parametrize("error", [ChannelError("the notebook's kernel died"), CellTimedOut()],
-                         ids=["ChannelError", "CellTimedOut"])
+@pytest.mark.parametrize(
+    "error", [ChannelError("the notebook's kernel died"), CellTimedOut()], ids=["ChannelError", "CellTimedOut"]
+)
 def test_a_broken_kernel_is_not_taken_for_an_object_without_an_array(error):
     proxy = StudentObject(BrokenChannel(error), 7, "ndarray")
     for use in (lambda: proxy.shape, lambda: len(proxy), lambda: proxy[0], lambda: list(proxy)):
@@ -373,6 +383,7 @@ def test_a_timeout_passes_through_a_tests_except_exception():
 
 # ------------------------------------------------------------------------------ the namespace
 
+
 def test_names_come_from_the_test_first_then_the_notebook():
     channel = WireChannel({"np": "the student's np", "count_objects": lambda objects, kind: 2, "n_events": 100})
     namespace = TrustedNamespace(channel)
@@ -380,7 +391,9 @@ def test_names_come_from_the_test_first_then_the_notebook():
     exec("result = count_objects(np.zeros((1, 19, 3)), 'jet') + n_events", namespace)
     assert namespace["result"] == 102
     assert [message["name"] for message in channel.requests if message["op"] == "global"] == [
-        "count_objects", "n_events"]
+        "count_objects",
+        "n_events",
+    ]
 
 
 def test_builtins_are_never_the_notebooks():

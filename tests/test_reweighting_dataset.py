@@ -21,6 +21,7 @@ def sample():
 
 # ----------------------------------------------------------------- settings
 
+
 def test_the_samples_differ_only_in_the_shower_coupling():
     nominal, varied = REWEIGHTING.processes
     assert "TimeShower:alphaSvalue = 0.1365" in nominal.pythia_settings
@@ -30,6 +31,7 @@ def test_the_samples_differ_only_in_the_shower_coupling():
 
 
 # ----------------------------------------------------------------- generated arrays
+
 
 def test_observables_are_physical(sample):
     # At 10 000 events (seed 0): 98.9% of leading jets above 250 GeV (pT-hat > 300 GeV), and
@@ -59,27 +61,52 @@ def test_the_varied_sample_has_fewer_constituents(sample):
 
 def test_jet_observables_on_hand_made_events():
     c, s = np.cos(0.3), np.sin(0.3)
-    events = particle_batch([
-        [(100.0, 0, 0, 100.0, 22), (0, 60.0, 0, 60.0, 211)],  # two jets of one particle each
-        [(100.0, 0, 0, 100.0, 211), (50 * c, 50 * s, 0, 50.0, 22)],  # one jet of two particles
-        [(30.0, 0, 0, 30.0, 12)],  # only a neutrino: no jet, zeros
-        [],  # nothing at all: zeros
-    ])
+    events = particle_batch(
+        [
+            [(100.0, 0, 0, 100.0, 22), (0, 60.0, 0, 60.0, 211)],  # two jets of one particle each
+            [(100.0, 0, 0, 100.0, 211), (50 * c, 50 * s, 0, 50.0, 22)],  # one jet of two particles
+            [(30.0, 0, 0, 30.0, 12)],  # only a neutrino: no jet, zeros
+            [],  # nothing at all: zeros
+        ]
+    )
     obs = pythia_source.jet_observables(events)  # names, dtypes and shapes: test_datasets.py
 
     first = {k: v[0] for k, v in obs.items()}
-    assert first == pytest.approx(dict(jet_pt=100, jet_eta=0, jet_mass=0, jet_n_constituents=1,
-                                       jet_width=0, jet_ptd=1, jet2_mass=0, n_jets=2, ht=160),
-                                  abs=1e-4)
+    assert first == pytest.approx(
+        dict(
+            jet_pt=100,
+            jet_eta=0,
+            jet_mass=0,
+            jet_n_constituents=1,
+            jet_width=0,
+            jet_ptd=1,
+            jet2_mass=0,
+            n_jets=2,
+            ht=160,
+        ),
+        abs=1e-4,
+    )
 
     px, py = 100 + 50 * c, 50 * s
     axis = np.arctan2(py, px)
     width = (100 * axis + 50 * (0.3 - axis)) / 150
-    mass = np.sqrt(150 ** 2 - px ** 2 - py ** 2)
+    mass = np.sqrt(150**2 - px**2 - py**2)
     second = {k: v[1] for k, v in obs.items()}
-    assert second == pytest.approx(dict(
-        jet_pt=np.hypot(px, py), jet_eta=0, jet_mass=mass, jet_n_constituents=2, jet_width=width,
-        jet_ptd=np.hypot(100, 50) / 150, jet2_mass=0, n_jets=1, ht=np.hypot(px, py)), rel=1e-5, abs=1e-5)
+    assert second == pytest.approx(
+        dict(
+            jet_pt=np.hypot(px, py),
+            jet_eta=0,
+            jet_mass=mass,
+            jet_n_constituents=2,
+            jet_width=width,
+            jet_ptd=np.hypot(100, 50) / 150,
+            jet2_mass=0,
+            n_jets=1,
+            ht=np.hypot(px, py),
+        ),
+        rel=1e-5,
+        abs=1e-5,
+    )
 
     for name, values in obs.items():
         assert np.all(values[2:] == 0), name

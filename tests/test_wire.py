@@ -35,12 +35,31 @@ def round_trip(value, reference=no_references, resolve=None):
     return wire.loads(text, resolve or (lambda data: pytest.fail(f"unexpected reference {data}")))["value"]
 
 
-@pytest.mark.parametrize("value", [
-    None, True, 3, -2**70, 1.5, float("inf"), "text", b"\x00\xff", 1 + 2j, [1, [2.0, "x"]], (1, (2,)),
-    {"a": 1, 2: [3], (1, 2): None}, slice(1, None, 2), np.float32(2.5), np.int64(7), np.bool_(True),
-    np.arange(12, dtype=np.int16).reshape(3, 4), np.array(["a", "bc"]), np.zeros((0, 19, 3)),
-    np.array([np.nan, 1.0]),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        3,
+        -(2**70),
+        1.5,
+        float("inf"),
+        "text",
+        b"\x00\xff",
+        1 + 2j,
+        [1, [2.0, "x"]],
+        (1, (2,)),
+        {"a": 1, 2: [3], (1, 2): None},
+        slice(1, None, 2),
+        np.float32(2.5),
+        np.int64(7),
+        np.bool_(True),
+        np.arange(12, dtype=np.int16).reshape(3, 4),
+        np.array(["a", "bc"]),
+        np.zeros((0, 19, 3)),
+        np.array([np.nan, 1.0]),
+    ],
+)
 def test_plain_data_round_trips_with_its_type(value):
     copy = round_trip(value)
     assert type(copy) is type(value)
@@ -85,19 +104,22 @@ def npy(array, allow_pickle=False):
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.mark.parametrize("raw", [
-    {"op": "result", "value": {"array": npy(np.array([Sneaky()], dtype=object), allow_pickle=True)}},
-    {"op": "result", "value": {"pickle": base64.b64encode(pickle.dumps(Sneaky())).decode()}},
-    {"op": "result", "value": {"float": "__import__('os')"}},
-    {"op": "result", "value": {"dict": [[{"list": []}, 1]]}},
-    {"op": "result", "value": {"slice": [1.5, None, None]}},
-    {"op": "result", "value": {"scalar": npy(np.arange(3))}},
-    {"op": "result", "value": {"dataset": ["x", "y", {"dict": [["a", 1]]}]}},
-    {"op": "result", "value": ["a", "bare JSON list"]},
-    {"op": 3},
-    {"op": "result", "target": "0"},
-    ["not", "an", "object"],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"op": "result", "value": {"array": npy(np.array([Sneaky()], dtype=object), allow_pickle=True)}},
+        {"op": "result", "value": {"pickle": base64.b64encode(pickle.dumps(Sneaky())).decode()}},
+        {"op": "result", "value": {"float": "__import__('os')"}},
+        {"op": "result", "value": {"dict": [[{"list": []}, 1]]}},
+        {"op": "result", "value": {"slice": [1.5, None, None]}},
+        {"op": "result", "value": {"scalar": npy(np.arange(3))}},
+        {"op": "result", "value": {"dataset": ["x", "y", {"dict": [["a", 1]]}]}},
+        {"op": "result", "value": ["a", "bare JSON list"]},
+        {"op": 3},
+        {"op": "result", "target": "0"},
+        ["not", "an", "object"],
+    ],
+)
 def test_anything_else_is_refused(raw):
     with pytest.raises(wire.WireError):
         wire.loads(json.dumps(raw), lambda data: "proxy")
@@ -116,7 +138,7 @@ def test_nesting_and_size_are_bounded():
 def test_many_small_values_are_refused_before_parsing():
     # The attack: a message of a few hundred MB of tiny JSON values cost the grader about 26 bytes
     # of memory per byte. Now the number of values is capped before anything is parsed.
-    flood = '{"op":"result","value":{"list":[' + "0," * wire.MAX_VALUES + '0]}}'
+    flood = '{"op":"result","value":{"list":[' + "0," * wire.MAX_VALUES + "0]}}"
     with pytest.raises(wire.WireError, match="values"):
         wire.loads(flood, lambda data: "proxy")
 
@@ -124,7 +146,7 @@ def test_many_small_values_are_refused_before_parsing():
 def test_the_largest_message_accepted_costs_bounded_memory():
     import tracemalloc
 
-    most = '{"op":"result","value":{"list":[' + ",".join(["0.5"] * (wire.MAX_VALUES - 10)) + ']}}'
+    most = '{"op":"result","value":{"list":[' + ",".join(["0.5"] * (wire.MAX_VALUES - 10)) + "]}}"
     tracemalloc.start()
     try:
         value = wire.loads(most, lambda data: "proxy")["value"]
@@ -142,8 +164,9 @@ def test_the_graders_kernel_clients_refuse_messages_over_the_limit(tmp_path):
 
     from autograder.testcells.execute import MAX_KERNEL_MESSAGE, BoundedKernelManager
 
-    manager = BoundedKernelManager(transport="ipc", ip=str(tmp_path / "kernel"),
-                                   connection_file=str(tmp_path / "kernel.json"))
+    manager = BoundedKernelManager(
+        transport="ipc", ip=str(tmp_path / "kernel"), connection_file=str(tmp_path / "kernel.json")
+    )
     manager.write_connection_file()
     client = manager.client()
     try:

@@ -21,12 +21,12 @@ INTERRUPTED = {"CellTimeoutError", "KeyboardInterrupt"}
 # Errors of the grader itself (autograder.testcells) in a test cell, in plain words.
 ERROR_NOTES = {
     "ChannelError": "the notebook's kernel stopped answering the grader: it died, was stopped, or the "
-                    "notebook's code interfered with grading",
+    "notebook's code interfered with grading",
     "OutputLimitExceeded": "the cell printed more than the output limit and was stopped",
     "StudentError": "the notebook's code raised an error",
     "HiddenTestsNotRun": "the notebook stopped before its end, so its hidden tests did not run",
     "ScoreError": "the score the test computed from the notebook's results was not a finite number "
-                  "in range (for example the results were NaN), which counts 0",
+    "in range (for example the results were NaN), which counts 0",
 }
 
 
@@ -52,8 +52,9 @@ def notebook_problem(path: Path) -> str | None:
     return None
 
 
-def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], cell_timeout: float,
-                      label: str = "") -> list[str]:
+def describe_notebook(
+    path: Path, scores: dict[str, tuple[float, float, bool]], cell_timeout: float, label: str = ""
+) -> list[str]:
     """What went wrong while an autograded notebook ran; an empty list when nothing did.
 
     Args:
@@ -68,8 +69,9 @@ def describe_notebook(path: Path, scores: dict[str, tuple[float, float, bool]], 
     present = {cell.metadata.get("nbgrader", {}).get("grade_id") for cell in notebook.cells}
     for grade_id in sorted(set(scores) - present):
         # nbgrader gives such a cell 0 and flags it for manual grading.
-        messages.append(f"test cell {label}{grade_id} is missing from the notebook (deleted, or its "
-                        "metadata was changed)")
+        messages.append(
+            f"test cell {label}{grade_id} is missing from the notebook (deleted, or its metadata was changed)"
+        )
     for index, cell in enumerate(notebook.cells):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         name = label + (grade_id or f"number {index + 1}")
@@ -109,20 +111,26 @@ def explain_failure(log: str, cell_timeout: float) -> str:
     if "Interrupting kernel" in log and "CellTimeoutError" in log:
         # The interrupt was ignored (e.g. the code catches KeyboardInterrupt or blocks SIGINT),
         # and nbgrader gives up on a notebook whose kernel does not answer any more.
-        return (f"a cell ran past the {cell_timeout:g} s time limit and did not stop when "
-                "interrupted, so nbgrader gave up on the notebook")
+        return (
+            f"a cell ran past the {cell_timeout:g} s time limit and did not stop when "
+            "interrupted, so nbgrader gave up on the notebook"
+        )
     if "UnresponsiveKernelError" in log or "kernel became unresponsive" in log:
         return "the kernel stopped responding and could not be interrupted"
     duplicates = sorted(set(re.findall(r"Cell with id '(.+?)' exists multiple times", log)))
     if duplicates:
         # nbgrader then fails with a misleading "old version" message.
-        return (f"cell {', '.join(duplicates)} appears more than once in the notebook (a copied cell), "
-                "which nbgrader cannot grade")
+        return (
+            f"cell {', '.join(duplicates)} appears more than once in the notebook (a copied cell), "
+            "which nbgrader cannot grade"
+        )
     # Otherwise the first error nbgrader logged, which names the problem (a deleted test
     # cell, a changed grade id, ...), without the traceback.
     if "Notebook failed to validate" in log:
-        return ("the notebook's nbgrader cell metadata is broken (a cell's grade id or type was edited), "
-                "so nbgrader could not grade it")
+        return (
+            "the notebook's nbgrader cell metadata is broken (a cell's grade id or type was edited), "
+            "so nbgrader could not grade it"
+        )
     for line in log.splitlines():
         match = re.search(r"(?:\| |\[)ERROR\] (.+)", line)  # nbgrader's command line or its API's log
         if match and not match.group(1).startswith(("There was an error", "Traceback", "Please see")):

@@ -37,23 +37,29 @@ def held_out_samples(assignment: str) -> list[tuple[str, int]]:
             if cell.cell_type != "code" or "held_out_sample" not in cell.source:
                 continue
             for node in ast.walk(ast.parse(cell.source)):
-                if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
-                        == "held_out_sample"):
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) == "held_out_sample"
+                ):
                     arguments: dict[str | None, ast.expr | None] = {
                         "name": node.args[0] if node.args else None,
-                        "n_events": node.args[1] if len(node.args) > 1 else None}
+                        "n_events": node.args[1] if len(node.args) > 1 else None,
+                    }
                     arguments.update({keyword.arg: keyword.value for keyword in node.keywords})
                     name_node, size_node = arguments["name"], arguments["n_events"]
                     try:
                         if name_node is None:
                             raise ValueError("no dataset name")
                         name = ast.literal_eval(name_node)
-                        n_events = (manifest.held_out_size(name) if size_node is None
-                                    else ast.literal_eval(size_node))
+                        n_events = (
+                            manifest.held_out_size(name) if size_node is None else ast.literal_eval(size_node)
+                        )
                     except (ValueError, TypeError, DataFetchError) as error:
-                        raise AutograderError(f"{path.name}: held_out_sample must be called with a literal "
-                                              f"dataset name of the manifest and a literal n_events, if any "
-                                              f"({error})") from None
+                        raise AutograderError(
+                            f"{path.name}: held_out_sample must be called with a literal "
+                            f"dataset name of the manifest and a literal n_events, if any "
+                            f"({error})"
+                        ) from None
                     found.add((name, n_events))
     return sorted(found)
 
@@ -76,8 +82,10 @@ def prepare_held_out(assignment: str, out_dir: Path, seed: int | None = None) ->
         raise UsageError(f"the held-out seed must be a non-negative integer, got {seed!r}")
     cache = grader_cache_dir()
     if (visible := sandbox.visible_folder(cache)) is not None:
-        raise UsageError(f"the grader's cache {cache} lies in {visible}, which students' kernels can read; "
-                         "set MLHEP_GRADER_CACHE to a folder outside it")
+        raise UsageError(
+            f"the grader's cache {cache} lies in {visible}, which students' kernels can read; "
+            "set MLHEP_GRADER_CACHE to a folder outside it"
+        )
     for name, n_events in samples:
         print(f"autograder: held-out sample {name} ({n_events} events) for this run")
         data_fetch.load(name, n_events=n_events, seed=seed, source="pythia", cache_dir=cache)

@@ -76,21 +76,28 @@ c.HTMLExporter.preprocessors = ["autograder.pages.SanitizeStudentContent"]
 '''
 
 
-
-def make_course(root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True,
-                held_out: dict | None = None) -> Path:
+def make_course(
+    root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True, held_out: dict | None = None
+) -> Path:
     """Create the private nbgrader course at ``root`` with a copy of the assignment's source.
 
     ``held_out``: the run's held-out samples (:func:`prepare_held_out`); None for an assignment
     whose tests use none."""
-    shutil.copytree(SOLUTIONS_DIR / assignment, root / "source" / assignment,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copytree(
+        SOLUTIONS_DIR / assignment,
+        root / "source" / assignment,
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+    )
     if sandboxed:
         sandbox.write_kernelspec(root / "jupyter" / "kernels")
-    config = CONFIG_TEMPLATE.format(course_config=str(COURSE_CONFIG), lock_timeout=GRADEBOOK_LOCK_TIMEOUT,
-                                    course_id=COURSE_ID, cell_timeout=max(1, round(cell_timeout)),
-                                    held_out_seed=held_out["seed"] if held_out else None,
-                                    held_out_cache=held_out["cache"] if held_out else "")
+    config = CONFIG_TEMPLATE.format(
+        course_config=str(COURSE_CONFIG),
+        lock_timeout=GRADEBOOK_LOCK_TIMEOUT,
+        course_id=COURSE_ID,
+        cell_timeout=max(1, round(cell_timeout)),
+        held_out_seed=held_out["seed"] if held_out else None,
+        held_out_cache=held_out["cache"] if held_out else "",
+    )
     if sandboxed:
         # Whatever kernel a submitted notebook asks for, it runs on the sandboxed one.
         config += f"\nc.TrustedExecute.kernel_name = {sandbox.KERNEL_NAME!r}\n"

@@ -103,20 +103,29 @@ class GradingRun:
         check_assignment(self.assignment)
         if self.cell_timeout <= 0 or self.notebook_timeout <= 0:
             raise UsageError("the time limits must be positive numbers of seconds")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
-                                         or self.workers < 1):
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
+        ):
             raise UsageError(f"the number of workers must be a positive integer, got {self.workers!r}")
         if self.sandboxed:
             ok, why = sandbox.available()
             if not ok:
-                raise UsageError(f"{why}. Student notebooks are untrusted code, so grading stops here; "
-                                 "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox")
+                raise UsageError(
+                    f"{why}. Student notebooks are untrusted code, so grading stops here; "
+                    "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox"
+                )
             self.limits = sandbox.Limits() if self.limits is None else self.limits
 
     def row(self, student: str, **values) -> dict:
         """A row of grades.csv for ``student``: nothing scored yet, then ``values``."""
-        return {"student": student, "assignment": self.assignment, "score": 0.0, "max_score": self.max_score,
-                "to_grade_by_hand": 0.0, **values}
+        return {
+            "student": student,
+            "assignment": self.assignment,
+            "score": 0.0,
+            "max_score": self.max_score,
+            "to_grade_by_hand": 0.0,
+            **values,
+        }
 
 
 def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **options) -> list[dict]:
@@ -136,8 +145,10 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
     if run.sandboxed:
         print(f"autograder: each kernel in a sandbox, with {sandbox.describe_limits(run.limits)}")
     else:
-        print("autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
-              "read the hidden tests and change the gradebook")
+        print(
+            "autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
+            "read the hidden tests and change the gradebook"
+        )
     students = find_students(run.submissions_dir, assignment)
     run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
     held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed)
@@ -171,8 +182,7 @@ def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise UsageError(f"cannot write to the output folder {out_dir}: "
-                         f"{error.strerror or error}") from None
+        raise UsageError(f"cannot write to the output folder {out_dir}: {error.strerror or error}") from None
     for old in ("nbgrader", "feedback", "logs"):
         shutil.rmtree(out_dir / old, ignore_errors=True)
     for old in ("grades.csv", HELD_OUT_RECORD):
@@ -182,6 +192,7 @@ def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
 
 
 # --- The workers ------------------------------------------------------------------------------
+
 
 def usable_cores() -> int:
     """Cores this process may run on."""
@@ -231,8 +242,9 @@ def grade_class(run: GradingRun, students: dict[str, Path], pool: list[subproces
                 try:
                     worker, result = grade_in_worker(run, worker, slot, student, problems)
                 except Exception as error:  # noqa: BLE001 - the grader's own failure: reported, batch goes on
-                    result = run.row(student, status="failed",
-                                     reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}")
+                    result = run.row(
+                        student, status="failed", reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}"
+                    )
                 with lock:
                     rows[student] = result
                     progress.set_postfix_str(student)
@@ -241,18 +253,21 @@ def grade_class(run: GradingRun, students: dict[str, Path], pool: list[subproces
             if worker is not None:
                 stop_worker(worker)
 
-    slots = [threading.Thread(target=run_slot, args=(slot,), name=f"grading-slot-{slot}")
-             for slot in range(min(len(pool), pending.qsize()))]
+    slots = [
+        threading.Thread(target=run_slot, args=(slot,), name=f"grading-slot-{slot}")
+        for slot in range(min(len(pool), pending.qsize()))
+    ]
     for thread in slots:
         thread.start()
-    for worker in pool[len(slots):]:  # more workers than submissions to grade
+    for worker in pool[len(slots) :]:  # more workers than submissions to grade
         stop_worker(worker)
     for thread in slots:
         thread.join()
     progress.close()
     for student in set(students) - set(rows):  # a slot that died: never a student without a row
-        rows[student] = run.row(student, status="failed",
-                                reason=f"{GRADER_ERROR}: the grader stopped before it graded this student")
+        rows[student] = run.row(
+            student, status="failed", reason=f"{GRADER_ERROR}: the grader stopped before it graded this student"
+        )
     return [rows[student] for student in sorted(rows)]
 
 
@@ -260,15 +275,22 @@ def start_worker(run: GradingRun, slot: int) -> subprocess.Popen:
     """A grading worker process for the run's private course (see autograder.batch.worker)."""
     env = dict(os.environ)  # the gradebook exists already (make_course): no `alembic` command to find
     if run.sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
-        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(run.course / "jupyter"),
-                                                            os.environ.get("JUPYTER_PATH")]))
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            filter(None, [str(run.course / "jupyter"), os.environ.get("JUPYTER_PATH")])
+        )
         # Only sandboxed: a kernel started without the launcher would inherit the worker's limit.
         env[ADDRESS_SPACE_VARIABLE] = str(WORKER_ADDRESS_SPACE)
     with open(run.out_dir / "logs" / f"worker-{slot}.log", "a") as log:
-        return subprocess.Popen([sys.executable, "-m", "autograder.batch.worker", str(run.course), run.assignment],
-                                cwd=run.course, env=env, stdin=subprocess.PIPE, stdout=log,
-                                stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)  # its own process group, see kill_tree
+        return subprocess.Popen(
+            [sys.executable, "-m", "autograder.batch.worker", str(run.course), run.assignment],
+            cwd=run.course,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # its own process group, see kill_tree
 
 
 def stop_worker(worker: subprocess.Popen) -> None:
@@ -280,15 +302,20 @@ def stop_worker(worker: subprocess.Popen) -> None:
         kill_tree(worker)
 
 
-def run_in_box(run: GradingRun, box, worker: subprocess.Popen, student: str, runtime: str, log_path: Path,
-               done_path: Path) -> tuple[subprocess.Popen | None, str | None, list[str]]:
+def run_in_box(
+    run: GradingRun, box, worker: subprocess.Popen, student: str, runtime: str, log_path: Path, done_path: Path
+) -> tuple[subprocess.Popen | None, str | None, list[str]]:
     """Send the student to ``worker`` and wait, inside the student's box; the worker to reuse (None
     if it was stopped), why grading failed (None if it did not) and the box's limits reached."""
     with box:
         environment = {"JUPYTER_RUNTIME_DIR": runtime, **(box.environment() if run.sandboxed else {})}
-        request = {"student": student, "environment": environment,
-                   "kernel_sockets": f"{runtime}/sockets/kernel" if run.sandboxed else None,
-                   "log": str(log_path), "result": str(done_path)}
+        request = {
+            "student": student,
+            "environment": environment,
+            "kernel_sockets": f"{runtime}/sockets/kernel" if run.sandboxed else None,
+            "log": str(log_path),
+            "result": str(done_path),
+        }
         failure = None
         try:
             worker.stdin.write(json.dumps(request) + "\n")
@@ -316,16 +343,25 @@ def remove_tree(folder: Path) -> None:
     the recursion, a link cannot send a chmod elsewhere), unlike Python 3.11's rmtree, whose
     error handling chmods through links (CVE-2023-6597). Left with a warning if that fails.
     """
-    for command in (["chmod", "-R", "--", "u+rwX", str(folder)],
-                    ["rm", "-rf", "--one-file-system", "--", str(folder)]):
-        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=300, check=False)
+    for command in (
+        ["chmod", "-R", "--", "u+rwX", str(folder)],
+        ["rm", "-rf", "--one-file-system", "--", str(folder)],
+    ):
+        subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+        )
     if os.path.lexists(folder):
         warnings.warn(f"could not remove {folder}", stacklevel=2)
 
 
-def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int, student: str,
-                    problems: list[str]) -> tuple[subprocess.Popen | None, dict]:
+def grade_in_worker(
+    run: GradingRun, worker: subprocess.Popen | None, slot: int, student: str, problems: list[str]
+) -> tuple[subprocess.Popen | None, dict]:
     """Autograde one student on ``worker`` (started if needed); the worker to reuse and the student's row."""
     if worker is None or worker.poll() is not None:
         worker = start_worker(run, slot)
@@ -356,11 +392,13 @@ def grade_in_worker(run: GradingRun, worker: subprocess.Popen | None, slot: int,
         return worker, run.row(student, status="failed", reason="; ".join(problems + [failure]))
 
     score, by_hand, messages = read_results(run, student)
-    return worker, run.row(student, score=score, to_grade_by_hand=by_hand, status="graded",
-                           reason="; ".join(problems + messages))
+    return worker, run.row(
+        student, score=score, to_grade_by_hand=by_hand, status="graded", reason="; ".join(problems + messages)
+    )
 
 
 # --- Results ----------------------------------------------------------------------------------
+
 
 def read_results(run: GradingRun, student: str) -> tuple[float, float, list[str]]:
     """The student's score, the points still to grade by hand, and what went wrong."""
@@ -369,14 +407,19 @@ def read_results(run: GradingRun, student: str) -> tuple[float, float, list[str]
     with gradebook(run.course) as gb:
         submission = gb.find_submission(run.assignment, student)
         score = submission.score
-        by_hand = sum(grade.max_score for notebook in submission.notebooks for grade in notebook.grades
-                      if grade.needs_manual_grade)
+        by_hand = sum(
+            grade.max_score
+            for notebook in submission.notebooks
+            for grade in notebook.grades
+            if grade.needs_manual_grade
+        )
         for notebook in submission.notebooks:
             path = run.course / "autograded" / student / run.assignment / f"{notebook.name}.ipynb"
             if not path.exists():
                 continue  # missing from the submission: already reported
-            scores = {grade.name: (grade.score, grade.max_score, grade.needs_manual_grade)
-                      for grade in notebook.grades}
+            scores = {
+                grade.name: (grade.score, grade.max_score, grade.needs_manual_grade) for grade in notebook.grades
+            }
             label = f"{notebook.name}.ipynb: " if several else ""
             messages += describe_notebook(path, scores, run.cell_timeout, label)
     return score, by_hand, messages
@@ -415,10 +458,11 @@ def check_complete(rows: list[dict], students: dict[str, Path], out_dir: Path) -
         if missing:
             problems.append(f"{len(missing)} students have no row in grades.csv ({', '.join(missing[:5])})")
         if broken:
-            problems.append(f"the grader failed on {len(broken)} students ({', '.join(broken[:5])}), "
-                            "see their reasons in grades.csv and logs/")
-        raise AutograderError("the grading is INCOMPLETE: " + "; ".join(problems)
-            + "; grade them again")
+            problems.append(
+                f"the grader failed on {len(broken)} students ({', '.join(broken[:5])}), "
+                "see their reasons in grades.csv and logs/"
+            )
+        raise AutograderError("the grading is INCOMPLETE: " + "; ".join(problems) + "; grade them again")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -433,8 +477,10 @@ def summary(rows: list[dict], out_dir: Path) -> str:
     """A few lines for the TA: how many were graded, how many failed and why, where to look."""
     graded = [row for row in rows if row["status"] == "graded"]
     failed = [row for row in rows if row["status"] == "failed"]
-    lines = [f"Graded {len(graded)} of {len(rows)} students"
-             + (f" ({sum(1 for row in graded if row['reason'])} with remarks)." if graded else ".")]
+    lines = [
+        f"Graded {len(graded)} of {len(rows)} students"
+        + (f" ({sum(1 for row in graded if row['reason'])} with remarks)." if graded else ".")
+    ]
     if failed:
         lines.append(f"Failed {len(failed)}:")
         # Group by the first reason, so that 30 times the same problem reads as one line.

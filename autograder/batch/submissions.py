@@ -43,11 +43,16 @@ def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[
         if not latest:
             raise UsageError(f"the exchange folder {inbound} has no submissions of {assignment}")
         return {student: folder for student, (_, folder) in latest.items()}
-    students = {folder.name: folder for folder in submissions_dir.iterdir()
-                if folder.is_dir() and not folder.name.startswith(".")}
+    students = {
+        folder.name: folder
+        for folder in submissions_dir.iterdir()
+        if folder.is_dir() and not folder.name.startswith(".")
+    }
     if not students:
-        raise UsageError(f"the submissions folder {submissions_dir} has no student folders "
-                         "(expected one folder per student, named by the student id)")
+        raise UsageError(
+            f"the submissions folder {submissions_dir} has no student folders "
+            "(expected one folder per student, named by the student id)"
+        )
     return students
 
 
@@ -67,8 +72,11 @@ def _visible_entries(folder: Path) -> list[Path]:
 def _is_exchange_course(folder: Path) -> bool:
     """A course of nbgrader's exchange: an ``inbound`` folder and nothing nbgrader would not put there."""
     inbound = folder / "inbound"
-    return (inbound.is_dir() and not inbound.is_symlink()
-            and all(entry.name in EXCHANGE_COURSE_ENTRIES for entry in _visible_entries(folder)))
+    return (
+        inbound.is_dir()
+        and not inbound.is_symlink()
+        and all(entry.name in EXCHANGE_COURSE_ENTRIES for entry in _visible_entries(folder))
+    )
 
 
 def exchange_inbound(folder: Path) -> Path | None:
@@ -83,8 +91,9 @@ def exchange_inbound(folder: Path) -> Path | None:
         return None
     if len(entries) > 1:
         courses = ", ".join(sorted(entry.name for entry in entries))
-        raise UsageError(f"the exchange {folder} holds several courses ({courses}): give the course's folder, "
-                         f"e.g. {entries[0]}")
+        raise UsageError(
+            f"the exchange {folder} holds several courses ({courses}): give the course's folder, e.g. {entries[0]}"
+        )
     return entries[0] / "inbound"
 
 
@@ -100,11 +109,14 @@ def open_folder(root: Path, parts: Sequence[str]) -> int:
     try:
         for part in parts:
             try:
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                                dir_fd=fd)
+                inner = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd
+                )
             except OSError as error:
-                if error.errno == errno.ELOOP or (error.errno == errno.ENOTDIR and stat.S_ISLNK(
-                        os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)):
+                if error.errno == errno.ELOOP or (
+                    error.errno == errno.ENOTDIR
+                    and stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+                ):
                     raise OSError(error.errno, "the submission's folder is a symbolic link") from None
                 raise
             os.close(fd)
@@ -179,8 +191,9 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
         except FileNotFoundError:
             listing = open_folder(root, folder.relative_to(root).parts)
             try:
-                others = sorted(entry for entry in os.listdir(listing) if entry.endswith(".ipynb")
-                                and entry not in names)
+                others = sorted(
+                    entry for entry in os.listdir(listing) if entry.endswith(".ipynb") and entry not in names
+                )
             finally:
                 os.close(listing)
             found = f" (found: {', '.join(others)})" if others else ""
@@ -202,11 +215,17 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
 def unmark_unknown_cells(path: Path, source: Path) -> list[str]:
     """Strip nbgrader's metadata from cells the assignment does not have (e.g. a test cell the
     student added), which nbgrader would refuse the whole notebook for; they run as ordinary cells."""
-    known = {cell.metadata["nbgrader"].get("grade_id") for cell in nbformat.read(source, as_version=4).cells
-             if "nbgrader" in cell.metadata}
+    known = {
+        cell.metadata["nbgrader"].get("grade_id")
+        for cell in nbformat.read(source, as_version=4).cells
+        if "nbgrader" in cell.metadata
+    }
     notebook = nbformat.read(path, as_version=4)
-    unknown = [cell for cell in notebook.cells
-               if "nbgrader" in cell.metadata and cell.metadata["nbgrader"].get("grade_id") not in known]
+    unknown = [
+        cell
+        for cell in notebook.cells
+        if "nbgrader" in cell.metadata and cell.metadata["nbgrader"].get("grade_id") not in known
+    ]
     if not unknown:
         return []
     for cell in unknown:

@@ -71,8 +71,9 @@ class Agent:
         try:
             text = wire.dumps(message, self.reference)
         except (wire.WireError, RecursionError) as error:  # e.g. a value nested too deeply
-            text = wire.dumps({"op": "error", "type": "ValueError", "message": str(error), "traceback": ""},
-                              self.reference)
+            text = wire.dumps(
+                {"op": "error", "type": "ValueError", "message": str(error), "traceback": ""}, self.reference
+            )
         return wire.loads(builtins.input(text), self.resolve)
 
     def ask(self, request: dict) -> Any:
@@ -104,8 +105,12 @@ class Agent:
         except GradingStopped:
             raise
         except BaseException as error:  # noqa: BLE001 - every failure of student code is reported
-            return {"op": "error", "type": type(error).__name__, "message": str(error)[:2000],
-                    "traceback": _student_traceback(error)}
+            return {
+                "op": "error",
+                "type": type(error).__name__,
+                "message": str(error)[:2000],
+                "traceback": _student_traceback(error),
+            }
         return {"op": "result", "value": value}
 
     def carry_out(self, request: dict) -> Any:
@@ -149,8 +154,11 @@ def _student_traceback(error: BaseException) -> str:
 
 
 # Exceptions the grader may raise back into student code, by name; others become RuntimeError.
-_BUILTIN_ERRORS = {name: getattr(builtins, name) for name in dir(builtins)
-                   if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)}
+_BUILTIN_ERRORS = {
+    name: getattr(builtins, name)
+    for name in dir(builtins)
+    if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)
+}
 
 
 def _exception(message: dict) -> Exception:

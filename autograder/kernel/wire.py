@@ -74,8 +74,12 @@ def encode(value: Any, reference: Callable[[Any], dict], depth: int = 0) -> Any:
     if kind in (list, tuple):
         return {kind.__name__: [encode(item, reference, depth + 1) for item in value]}
     if kind is dict:
-        return {"dict": [[encode(key, reference, depth + 1), encode(item, reference, depth + 1)]
-                         for key, item in value.items()]}
+        return {
+            "dict": [
+                [encode(key, reference, depth + 1), encode(item, reference, depth + 1)]
+                for key, item in value.items()
+            ]
+        }
     if kind is complex:
         return {"complex": [repr(value.real), repr(value.imag)]}
     if kind is bytes:
@@ -154,9 +158,17 @@ def decode(data: Any, resolve: Callable[[dict], Any], depth: int = 0) -> Any:
 
 def dumps(message: dict, reference: Callable[[Any], dict]) -> str:
     """One message as JSON text: ``{"op": ..., ...}`` with every value encoded."""
-    return json.dumps({key: (value if key in ("op", "target", "name", "type", "message", "traceback")
-                             else encode(value, reference)) for key, value in message.items()},
-                      separators=(",", ":"))
+    return json.dumps(
+        {
+            key: (
+                value
+                if key in ("op", "target", "name", "type", "message", "traceback")
+                else encode(value, reference)
+            )
+            for key, value in message.items()
+        },
+        separators=(",", ":"),
+    )
 
 
 def loads(text: str, resolve: Callable[[dict], Any]) -> dict:

@@ -1,7 +1,6 @@
 """The bubblewrap command line of a student's kernel, and the kernelspec that starts it (see the
 package's docstring for what the sandbox holds)."""
 
-
 from __future__ import annotations
 
 import json
@@ -27,8 +26,9 @@ SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "
 PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL")
 #: matplotlib's configuration folder in the sandbox (in its private /tmp).
 SANDBOX_MPLCONFIGDIR = "/tmp/matplotlib"
-INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `bash run.sh setup` "
-                "does it when it can)")
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `bash run.sh setup` does it when it can)"
+)
 
 
 def available() -> tuple[bool, str]:
@@ -36,11 +36,17 @@ def available() -> tuple[bool, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return False, f"bubblewrap (`bwrap`) is not installed: {INSTALL_HINT}"
-    probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        [bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
-        return False, (f"bubblewrap cannot create a sandbox on this machine ({probe.stderr.strip()}); "
-                       "it needs user namespaces or root")
+        return False, (
+            f"bubblewrap cannot create a sandbox on this machine ({probe.stderr.strip()}); "
+            "it needs user namespaces or root"
+        )
     return True, ""
 
 
@@ -83,8 +89,12 @@ def visible_folder(path: Path, data_dir: Path | None = None) -> Path | None:
     return None
 
 
-def bwrap_command(connection_file: Path, data_dir: Path | None = None, font_cache: Path | None = None,
-                  empty_file_fd: int | None = None) -> list[str]:
+def bwrap_command(
+    connection_file: Path,
+    data_dir: Path | None = None,
+    font_cache: Path | None = None,
+    empty_file_fd: int | None = None,
+) -> list[str]:
     """The bubblewrap command line that runs an IPython kernel for ``connection_file``.
 
     The kernel works in :data:`SCRATCH_DIR`, a size-limited RAM disk of its own, and binds its
@@ -101,25 +111,56 @@ def bwrap_command(connection_file: Path, data_dir: Path | None = None, font_cach
         sys.exit("autograder.sandbox: the kernel must use the ipc transport (KernelManager.transport)")
     socket_dir = Path(connection["ip"]).resolve().parent
     if connection_file.parent == socket_dir:
-        sys.exit("autograder.sandbox: the kernel's sockets need a folder of their own, apart from the "
-                 "connection file")
-    command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--clearenv",
-               "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]  # first: the binds below may lie inside /tmp
+        sys.exit(
+            "autograder.sandbox: the kernel's sockets need a folder of their own, apart from the connection file"
+        )
+    command = [
+        "bwrap",
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-all",
+        "--clearenv",
+        "--size",
+        str(TMP_BYTES),
+        "--tmpfs",
+        "/tmp",
+    ]  # first: the binds below may lie inside /tmp
     data_dir = data_folder() if data_dir is None else data_dir
     for folder in read_only_folders(data_dir):
         command += ["--ro-bind", str(folder), str(folder)]
     if empty_file_fd is not None:  # the agent's package without autograder's own __init__ (the grader's)
         command += ["--file", str(empty_file_fd), str(AGENT_PACKAGE.parent / "__init__.py")]
-    command += ["--proc", "/proc", "--dev", "/dev",
-                "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",  # shm: multiprocessing locks
-                "--bind", str(socket_dir), str(socket_dir),
-                "--ro-bind", str(connection_file), str(connection_file),
-                "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH_DIR, "--chdir", SCRATCH_DIR]
+    command += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(SHM_BYTES),
+        "--tmpfs",
+        "/dev/shm",  # shm: multiprocessing locks
+        "--bind",
+        str(socket_dir),
+        str(socket_dir),
+        "--ro-bind",
+        str(connection_file),
+        str(connection_file),
+        "--size",
+        str(SCRATCH_BYTES),
+        "--tmpfs",
+        SCRATCH_DIR,
+        "--chdir",
+        SCRATCH_DIR,
+    ]
     if font_cache is not None and font_cache.is_file():
         command += ["--ro-bind", str(font_cache.resolve()), f"{SANDBOX_MPLCONFIGDIR}/{font_cache.name}"]
     environment = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
-    environment.update(HOME="/tmp", MPLCONFIGDIR=SANDBOX_MPLCONFIGDIR, PYTHONDONTWRITEBYTECODE="1",
-                       MLHEP_DATA_DIR=str(data_dir.resolve()))
+    environment.update(
+        HOME="/tmp",
+        MPLCONFIGDIR=SANDBOX_MPLCONFIGDIR,
+        PYTHONDONTWRITEBYTECODE="1",
+        MLHEP_DATA_DIR=str(data_dir.resolve()),
+    )
     for name, value in sorted(environment.items()):
         command += ["--setenv", name, value]
     return command + [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
@@ -144,12 +185,20 @@ def write_font_cache(folder: Path) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlhep-home-") as home:
         environment = {**os.environ, "HOME": home, "MPLCONFIGDIR": str(folder)}
-        built = subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment,
-                               capture_output=True, text=True, timeout=300)
+        built = subprocess.run(
+            [sys.executable, "-c", "import matplotlib.font_manager"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     caches = sorted(folder.glob("fontlist-*.json"))
     if built.returncode != 0 or not caches:
-        warnings.warn(f"matplotlib's font list could not be prepared ({built.stderr.strip()[-300:]}); "
-                      "each kernel builds its own", stacklevel=2)
+        warnings.warn(
+            f"matplotlib's font list could not be prepared ({built.stderr.strip()[-300:]}); "
+            "each kernel builds its own",
+            stacklevel=2,
+        )
         return None
     return caches[-1]
 
@@ -163,8 +212,14 @@ def write_kernelspec(kernels_dir: Path) -> Path:
     folder = kernels_dir / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     # Found here, once, so that the launcher of each kernel imports next to nothing.
-    launcher = [sys.executable, "-m", "autograder.sandbox.launcher", "{connection_file}",
-                "--data", str(data_folder().resolve())]
+    launcher = [
+        sys.executable,
+        "-m",
+        "autograder.sandbox.launcher",
+        "{connection_file}",
+        "--data",
+        str(data_folder().resolve()),
+    ]
     if font_cache := write_font_cache(folder / "matplotlib"):
         launcher += ["--font-cache", str(font_cache)]
     spec = {

@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     empty, writer = os.pipe()  # read to its end, an empty file: the sandbox's autograder/__init__.py
     os.close(writer)
     os.set_inheritable(empty, True)
-    command = bwrap_command(args.connection_file, data_dir=args.data, font_cache=args.font_cache,
-                            empty_file_fd=empty)
+    command = bwrap_command(
+        args.connection_file, data_dir=args.data, font_cache=args.font_cache, empty_file_fd=empty
+    )
     enter_limits(os.environ)  # last: bwrap and all it starts inherit the cgroups and rlimits
     os.execvp(command[0], command)
 

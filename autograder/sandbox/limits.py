@@ -90,8 +90,11 @@ def _cgroup_mounts(mountinfo: str) -> list[tuple[Path, str, int, list[str]]]:
     return mounts
 
 
-def cgroup_folder(controller: str, proc_cgroup: str | None = None, mountinfo: str | None = None,
-                  ) -> tuple[Path, int]:
+def cgroup_folder(
+    controller: str,
+    proc_cgroup: str | None = None,
+    mountinfo: str | None = None,
+) -> tuple[Path, int]:
     """The folder of this process's own cgroup for ``controller``, and its cgroup version.
 
     ``proc_cgroup`` and ``mountinfo``: the texts of /proc/self/cgroup and /proc/self/mountinfo
@@ -219,19 +222,25 @@ class KernelBox:
             return f"{self.limits} per student (cgroup v{versions})"
         parts = []
         if "memory" in self.cgroups:
-            parts.append(f"memory {_bytes_text(self.limits.memory_bytes)} per student "
-                         f"(cgroup v{self.versions['memory']})")
+            parts.append(
+                f"memory {_bytes_text(self.limits.memory_bytes)} per student (cgroup v{self.versions['memory']})"
+            )
         else:
-            parts.append(f"memory: {_bytes_text(address_space_limit(self.limits))} of address space per "
-                         f"process (setrlimit RLIMIT_AS, as {self.unavailable['memory']})")
+            parts.append(
+                f"memory: {_bytes_text(address_space_limit(self.limits))} of address space per "
+                f"process (setrlimit RLIMIT_AS, as {self.unavailable['memory']})"
+            )
         if "pids" in self.cgroups:
             parts.append(f"{self.limits.max_processes} tasks per student (cgroup v{self.versions['pids']})")
         elif os.geteuid() == 0:
-            parts.append(f"no limit on processes (RLIMIT_NPROC does not hold for root, and "
-                         f"{self.unavailable['pids']})")
+            parts.append(
+                f"no limit on processes (RLIMIT_NPROC does not hold for root, and {self.unavailable['pids']})"
+            )
         else:
-            parts.append(f"{self.limits.max_processes} tasks more than the user runs already (setrlimit "
-                         f"RLIMIT_NPROC, which counts all the user's processes, as {self.unavailable['pids']})")
+            parts.append(
+                f"{self.limits.max_processes} tasks more than the user runs already (setrlimit "
+                f"RLIMIT_NPROC, which counts all the user's processes, as {self.unavailable['pids']})"
+            )
         if not self.cgroups:
             parts.append("what a kernel leaves running ends with its PID namespace")
         return "; ".join(parts)
@@ -242,11 +251,12 @@ class KernelBox:
         if "memory" in self.cgroups:
             events = "memory.oom_control" if self.versions["memory"] == 1 else "memory.events"
             if kills := _counter(self.cgroups["memory"] / events, "oom_kill"):
-                reached.append(f"more than {_bytes_text(self.limits.memory_bytes)} of memory "
-                               f"(killed {kills} time{'s' * (kills > 1)})")
+                reached.append(
+                    f"more than {_bytes_text(self.limits.memory_bytes)} of memory "
+                    f"(killed {kills} time{'s' * (kills > 1)})"
+                )
         if "pids" in self.cgroups and (refused := _counter(self.cgroups["pids"] / "pids.events", "max")):
-            reached.append(f"more than {self.limits.max_processes} processes and threads "
-                           f"({refused} refused)")
+            reached.append(f"more than {self.limits.max_processes} processes and threads ({refused} refused)")
         return reached
 
     def processes(self) -> set[int]:
@@ -267,8 +277,10 @@ class KernelBox:
         deadline = time.monotonic() + timeout
         while pids := self.processes():
             if time.monotonic() > deadline:
-                warnings.warn(f"processes {sorted(pids)} of {self.student}'s kernel survived SIGKILL "
-                              f"for {timeout:g} s", stacklevel=2)
+                warnings.warn(
+                    f"processes {sorted(pids)} of {self.student}'s kernel survived SIGKILL for {timeout:g} s",
+                    stacklevel=2,
+                )
                 return False
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):  # it has just exited

@@ -97,8 +97,9 @@ class AgentCall:
         if self.broken:
             raise ChannelError(self.broken)
         self.deadline = deadline
-        self.msg_id = self.executor.kc.execute(SERVE_CODE, silent=False, store_history=False, allow_stdin=True,
-                                               stop_on_error=False)
+        self.msg_id = self.executor.kc.execute(
+            SERVE_CODE, silent=False, store_history=False, allow_stdin=True, stop_on_error=False
+        )
         self.done = False
         if self.receive().get("op") != "ready":
             self.fail("the notebook's kernel did not start the grader's agent")
@@ -123,8 +124,10 @@ class AgentCall:
         while True:
             self.read_replies()
             if self.done:
-                self.fail("the notebook's kernel stopped answering the grader (the grader's agent was ended "
-                          "or replaced by the notebook's code)")
+                self.fail(
+                    "the notebook's kernel stopped answering the grader (the grader's agent was ended "
+                    "or replaced by the notebook's code)"
+                )
             remaining = None if self.deadline is None else self.deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 self.stop_at_deadline()
@@ -287,8 +290,11 @@ def deadline_alarm(deadline: float | None):
     when the kernel never asks again. Outside the main thread, where no signal can be handled,
     the deadline is checked between the kernel's requests only.
     """
-    if (deadline is None or threading.current_thread() is not threading.main_thread()
-            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # not here, or armed by an outer call
+    if (
+        deadline is None
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    ):  # not here, or armed by an outer call
         yield
         return
     remaining = deadline - time.monotonic()

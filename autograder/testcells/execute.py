@@ -91,12 +91,14 @@ class TrustedExecute(Execute):
         super().__init__(*args, **kwargs)
 
     source_root = Unicode("", help="the private course's source folder (the assignment's notebooks)").tag(
-        config=True)
+        config=True
+    )
     # A cell stopped for flooding its output leaves a backlog of output messages: move on rather
     # than fail the notebook (test cells run here, so a lost output can never give points).
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     output_limit_bytes = Integer(
-        2 * 2**20, help="text a cell may print before it is stopped (the rest is dropped)").tag(config=True)
+        2 * 2**20, help="text a cell may print before it is stopped (the rest is dropped)"
+    ).tag(config=True)
     held_out_seed = Integer(None, allow_none=True, help="seed of this run's held-out samples").tag(config=True)
     held_out_cache = Unicode("", help="the grader's cache holding this run's held-out samples").tag(config=True)
 
@@ -106,8 +108,11 @@ class TrustedExecute(Execute):
             notebook = gb.find_notebook(info["notebook"], info["assignment"])
             solutions = {cell.name for cell in notebook.solution_cells}
             sources = {cell.name: cell.source for cell in notebook.source_cells}
-            self.test_sources = {cell.name: sources[cell.name] for cell in notebook.grade_cells
-                                 if cell.cell_type == "code" and cell.name not in solutions}
+            self.test_sources = {
+                cell.name: sources[cell.name]
+                for cell in notebook.grade_cells
+                if cell.cell_type == "code" and cell.name not in solutions
+            }
             self.points = {cell.name: cell.max_score for cell in notebook.grade_cells}
         from mlhep.held_out import use_grading_samples
 
@@ -132,8 +137,12 @@ class TrustedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if (cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
-                and grade_id in self.test_sources):
+        if (
+            cell.cell_type == "code"
+            and utils.is_grade(cell)
+            and not utils.is_solution(cell)
+            and grade_id in self.test_sources
+        ):
             self.run_test_cell(cell, self.test_sources[grade_id], self.points.get(grade_id, 0.0))
         else:
             cell, resources = super().preprocess_cell(cell, resources, index)
@@ -153,10 +162,12 @@ class TrustedExecute(Execute):
         cell.execution_count = None
         tree = ast.parse(source)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        hidden_line = next((number for number, line in enumerate(source.splitlines(), 1)
-                            if line.strip() == HIDDEN_TESTS_MARK), None)
+        hidden_line = next(
+            (number for number, line in enumerate(source.splitlines(), 1) if line.strip() == HIDDEN_TESTS_MARK),
+            None,
+        )
         visible = [node for node in tree.body if hidden_line is None or node.lineno < hidden_line]
-        hidden = tree.body[len(visible):]
+        hidden = tree.body[len(visible) :]
         if last is not None and hidden_line is not None and last.lineno > hidden_line:
             hidden_last, last = last, None
         else:
@@ -164,8 +175,11 @@ class TrustedExecute(Execute):
         passed = self.run_statements(cell, visible, last, points, hidden=False)
         if passed and (hidden or hidden_last is not None):
             # Until they have run, the cell fails: a notebook that stops first earns no hidden points.
-            cell.outputs.append(nbformat.v4.new_output(
-                "error", ename="HiddenTestsNotRun", evalue=HIDDEN_NOT_RUN, traceback=[HIDDEN_NOT_RUN]))
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "error", ename="HiddenTestsNotRun", evalue=HIDDEN_NOT_RUN, traceback=[HIDDEN_NOT_RUN]
+                )
+            )
             self.deferred.append((cell, hidden, hidden_last, points))
 
     def run_hidden_tests(self) -> None:
@@ -181,8 +195,11 @@ class TrustedExecute(Execute):
         self.pending_prints = []
         self.channel.hidden = hidden
         try:
-            with contextlib.redirect_stdout(CellPrints(self, "stdout")), \
-                    contextlib.redirect_stderr(CellPrints(self, "stderr")), warnings.catch_warnings():
+            with (
+                contextlib.redirect_stdout(CellPrints(self, "stdout")),
+                contextlib.redirect_stderr(CellPrints(self, "stderr")),
+                warnings.catch_warnings(),
+            ):
                 self.channel.begin(cell.outputs, self._get_timeout(cell))
                 try:
                     exec(compile(ast.Module(statements, type_ignores=[]), "<test cell>", "exec"), self.namespace)
@@ -191,18 +208,27 @@ class TrustedExecute(Execute):
                         value = eval(compile(ast.Expression(last.value), "<test cell>", "eval"), self.namespace)
                     self.flush_prints()
                     if value is not None:
-                        cell.outputs.append(nbformat.v4.new_output(
-                            "execute_result", data={"text/plain": repr(partial_score(value, points))},
-                            execution_count=None))
+                        cell.outputs.append(
+                            nbformat.v4.new_output(
+                                "execute_result",
+                                data={"text/plain": repr(partial_score(value, points))},
+                                execution_count=None,
+                            )
+                        )
                 finally:
                     self.flush_prints()
                     self.channel.end()
             return True
         except CellTimedOut:
             self.flush_prints()
-            cell.outputs.append(nbformat.v4.new_output(
-                "error", ename="CellTimeoutError", evalue="",
-                traceback=[f"CellTimeoutError: the cell ran past its time limit of {self.timeout} s"]))
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "error",
+                    ename="CellTimeoutError",
+                    evalue="",
+                    traceback=[f"CellTimeoutError: the cell ran past its time limit of {self.timeout} s"],
+                )
+            )
         except Exception as error:  # noqa: BLE001 - a failed test scores 0, whatever failed
             self.flush_prints()
             student_traceback = getattr(error, "student_traceback", None)
@@ -212,15 +238,27 @@ class TrustedExecute(Execute):
             if student_traceback is not None and hidden:
                 # The student's own words, raised in a hidden test, could repeat its inputs: the
                 # error says only where it came from, and its text goes where the feedback drops it.
-                cell.outputs.append(nbformat.v4.new_output(
-                    "display_data", data={"text/plain": "\n".join([*traceback, last_line])},
-                    metadata={HIDDEN_OUTPUT: "error"}))
-                cell.outputs.append(nbformat.v4.new_output(
-                    "error", ename=type(error).__name__, evalue=HIDDEN_ERROR_NOTE,
-                    traceback=[f"{type(error).__name__}: {HIDDEN_ERROR_NOTE}"]))
+                cell.outputs.append(
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"text/plain": "\n".join([*traceback, last_line])},
+                        metadata={HIDDEN_OUTPUT: "error"},
+                    )
+                )
+                cell.outputs.append(
+                    nbformat.v4.new_output(
+                        "error",
+                        ename=type(error).__name__,
+                        evalue=HIDDEN_ERROR_NOTE,
+                        traceback=[f"{type(error).__name__}: {HIDDEN_ERROR_NOTE}"],
+                    )
+                )
             else:
-                cell.outputs.append(nbformat.v4.new_output(
-                    "error", ename=type(error).__name__, evalue=message, traceback=[*traceback, last_line]))
+                cell.outputs.append(
+                    nbformat.v4.new_output(
+                        "error", ename=type(error).__name__, evalue=message, traceback=[*traceback, last_line]
+                    )
+                )
         finally:
             self.channel.hidden = False
         return False
@@ -239,9 +277,16 @@ class TrustedExecute(Execute):
         if used > self.output_limit_bytes:
             if used - size <= self.output_limit_bytes:  # first time over: stop the cell
                 asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
-                outs.append(nbformat.v4.new_output(
-                    "error", ename="OutputLimitExceeded", evalue="",
-                    traceback=[f"OutputLimitExceeded: the cell printed more than "
-                               f"{self.output_limit_bytes / 2**20:g} MB and was stopped"]))
+                outs.append(
+                    nbformat.v4.new_output(
+                        "error",
+                        ename="OutputLimitExceeded",
+                        evalue="",
+                        traceback=[
+                            f"OutputLimitExceeded: the cell printed more than "
+                            f"{self.output_limit_bytes / 2**20:g} MB and was stopped"
+                        ],
+                    )
+                )
             return None
         return super().output(outs, msg, display_id, cell_index)

@@ -22,8 +22,9 @@ STUDENT_TRACEBACK = "In your code:\n"
 HIDDEN_TESTS_MARK = "### BEGIN HIDDEN TESTS"
 HIDDEN_ERROR_NOTE = "raised by your code while the hidden tests ran (its message is not shown)"
 HIDDEN_NOT_RUN = "the hidden tests did not run: the notebook stopped before its end"
-HIDDEN_STDERR_NOTE = ("[your code wrote to stderr while the hidden tests ran; not shown here, since it "
-                      "could repeat their inputs]\n")
+HIDDEN_STDERR_NOTE = (
+    "[your code wrote to stderr while the hidden tests ran; not shown here, since it could repeat their inputs]\n"
+)
 
 
 class ScoreError(Exception):
@@ -67,13 +68,18 @@ def add_stream(outputs: list, name: str, text: str, hidden: bool = False) -> Non
         else:
             outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
         return
-    if (previous.get("output_type") == "display_data" and previous.get("metadata", {}).get(HIDDEN_OUTPUT) == name):
+    if previous.get("output_type") == "display_data" and previous.get("metadata", {}).get(HIDDEN_OUTPUT) == name:
         previous["data"]["text/plain"] += text
     else:
-        outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": text},
-                                              metadata={HIDDEN_OUTPUT: name}))
-    if name == "stderr" and not any(output.get("output_type") == "stream" and output.get("name") == "stderr"
-                                    and output.get("text") == HIDDEN_STDERR_NOTE for output in outputs):
+        outputs.append(
+            nbformat.v4.new_output("display_data", data={"text/plain": text}, metadata={HIDDEN_OUTPUT: name})
+        )
+    if name == "stderr" and not any(
+        output.get("output_type") == "stream"
+        and output.get("name") == "stderr"
+        and output.get("text") == HIDDEN_STDERR_NOTE
+        for output in outputs
+    ):
         outputs.append(nbformat.v4.new_output("stream", name="stderr", text=HIDDEN_STDERR_NOTE))
 
 

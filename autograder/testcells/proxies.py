@@ -18,11 +18,33 @@ if TYPE_CHECKING:
 
 #: Builtin exceptions that student code may raise through a test (e.g. the ValueError a test
 #: expects); any other error of student code arrives as StudentError.
-FORWARDED_ERRORS = {name: getattr(builtins, name) for name in (
-    "ArithmeticError", "AssertionError", "AttributeError", "EOFError", "FloatingPointError", "ImportError",
-    "IndexError", "KeyError", "LookupError", "MemoryError", "ModuleNotFoundError", "NameError",
-    "NotImplementedError", "OSError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration",
-    "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError")}
+FORWARDED_ERRORS = {
+    name: getattr(builtins, name)
+    for name in (
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "EOFError",
+        "FloatingPointError",
+        "ImportError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "MemoryError",
+        "ModuleNotFoundError",
+        "NameError",
+        "NotImplementedError",
+        "OSError",
+        "OverflowError",
+        "RecursionError",
+        "RuntimeError",
+        "StopIteration",
+        "TypeError",
+        "UnicodeError",
+        "ValueError",
+        "ZeroDivisionError",
+    )
+}
 BUILTIN_NAMES = frozenset(dir(builtins))
 #: What a numpy array has (shape, dtype, sum, all, ...): on a student's object that converts to an
 #: array, these come from that array.
@@ -161,18 +183,39 @@ def _operator(name: str, reflected: bool = False):
 
         function = getattr(operator, name)
         return function(other, mine) if reflected else function(mine, other)
+
     return method
 
 
-for _name in ("eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
-              "and_", "or_", "xor", "matmul"):
+for _name in (
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "and_",
+    "or_",
+    "xor",
+    "matmul",
+):
     _dunder = _name.rstrip("_")
     setattr(StudentObject, f"__{_dunder}__", _operator(_name))
     if _name not in ("eq", "ne", "lt", "le", "gt", "ge"):
         setattr(StudentObject, f"__r{_dunder}__", _operator(_name, reflected=True))
 for _name in ("neg", "pos", "abs", "invert"):
-    setattr(StudentObject, f"__{_name}__", (lambda op: lambda self: op(self._plain()))(
-        getattr(__import__("operator"), _name)))
+    setattr(
+        StudentObject,
+        f"__{_name}__",
+        (lambda op: lambda self: op(self._plain()))(getattr(__import__("operator"), _name)),
+    )
 
 
 def student_exception(message: dict) -> BaseException:
