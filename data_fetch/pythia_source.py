@@ -54,7 +54,7 @@ import awkward as ak
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import cms_ad
+from . import cms_ad, top_tagging
 from .errors import DataFetchError
 from .registry import COMMON_PYTHIA_SETTINGS, DatasetSpec, GeneratedProcess
 
@@ -452,8 +452,11 @@ def large_r_dijets(particles: ak.Array) -> dict[str, np.ndarray]:
 class Builder:
     """How one dataset turns a batch of generated particles into its per-event arrays."""
 
-    build: Callable[[ak.Array, np.random.Generator], dict]  # (particles, rng) -> {name: array}
+    build: Callable[[ak.Array, np.random.Generator], dict] | None  # (particles, rng) -> {name: array}
     settings: Callable[[], dict]  # what the arrays depend on besides Pythia (enters the cache key)
+    #: A dataset whose rows are selected jets, not events, generates until it has enough:
+    #: task -> (arrays, weights, seconds in pythia.next), replacing generate_particles + build.
+    generate: Callable[[Task], tuple[dict, np.ndarray, float]] | None = None
 
 
 def _build_cms_ad(particles: ak.Array, rng: np.random.Generator) -> dict:
@@ -471,6 +474,7 @@ BUILDERS = {
         lambda particles, rng: large_r_dijets(particles),  # no smearing
         lambda: {"large_r_jets": LARGE_R_JETS},
     ),
+    "top_tagging": Builder(None, top_tagging.settings, top_tagging.generate_jets),
 }
 
 
@@ -486,8 +490,12 @@ def builder_for(name: str) -> Builder:
 def run_task(task: Task) -> dict:
     """Worker entry point: generate, build the dataset's arrays, return them and timings."""
     start = time.perf_counter()
-    particles, weights, next_seconds = generate_particles(task)
-    arrays = builder_for(task.dataset).build(particles, np.random.default_rng(task.seed))
+    builder = builder_for(task.dataset)
+    if builder.generate is not None:
+        arrays, weights, next_seconds = builder.generate(task)
+    else:
+        particles, weights, next_seconds = generate_particles(task)
+        arrays = builder.build(particles, np.random.default_rng(task.seed))
     n = task.n_events
     arrays = {
         **arrays,

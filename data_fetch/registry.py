@@ -300,7 +300,58 @@ DIJET_RESONANCE = DatasetSpec(
     sources=("pythia",),
 )
 
-DATASETS = {spec.name: spec for spec in (CMS_AD, REWEIGHTING, DIJET_RESONANCE)}
+# Top tagging (lessons 04 and 05): both samples around the jet window 550-650 GeV, MPI off.
+_TOP_WINDOW = ("PhaseSpace:pTHatMin = 500.", "PhaseSpace:pTHatMax = 700.", "PartonLevel:MPI = off")
+_TTBAR_SETTINGS = (
+    "Top:gg2ttbar = on",
+    "Top:qqbar2ttbar = on",
+    "24:onMode = off",
+    "24:onIfAny = 1 2 3 4 5",  # W -> quarks: both tops decay hadronically
+    *_TOP_WINDOW,
+)
+_TOP_QCD_SETTINGS = ("HardQCD:all = on", *_TOP_WINDOW)
+_N_CONSTITUENTS = 64
+
+TOP_TAGGING = DatasetSpec(
+    name="top_tagging",
+    description=(
+        "Boosted hadronic top jets vs QCD jets, one anti-kT R=0.8 jet per event with 550 < pT < 650 GeV "
+        "and |eta| < 2, tops truth-matched, like the top-tagging landscape (arXiv:1902.09914): up to "
+        f"{_N_CONSTITUENTS} constituents per jet, jet kinematics and N-subjettiness (lessons 04, 05)."
+    ),
+    schema={
+        "label": ArraySchema("int8", _F32, "0 = QCD jet, 1 = top jet"),
+        "process": ArraySchema("int8", _F32, "0 QCD dijets, 1 hadronic ttbar (same codes as label)"),
+        "weight": ArraySchema("float32", _F32, "generator weight (1 here: no pT-hat bias)"),
+        "constituents": ArraySchema(
+            "float32",
+            ("n", _N_CONSTITUENTS, 4),
+            "the highest-pT constituents: (pT [GeV], eta, phi, E [GeV]), pT-ordered, zero rows after the last",
+        ),
+        "n_constituents": ArraySchema("int16", _F32, f"real rows of constituents (at most {_N_CONSTITUENTS})"),
+        "n_particles": ArraySchema("int16", _F32, "constituents of the jet before keeping the leading ones"),
+        "jet_pt": ArraySchema("float32", _F32, "jet pT [GeV]"),
+        "jet_eta": ArraySchema("float32", _F32, "jet pseudorapidity"),
+        "jet_phi": ArraySchema("float32", _F32, "jet azimuth [rad]"),
+        "jet_mass": ArraySchema("float32", _F32, "jet mass [GeV]"),
+        "tau1": ArraySchema("float32", _F32, "N-subjettiness tau1 (R = 0.8)"),
+        "tau2": ArraySchema("float32", _F32, "N-subjettiness tau2"),
+        "tau3": ArraySchema("float32", _F32, "N-subjettiness tau3 (tau3/tau2 small: three-pronged)"),
+    },
+    default_n_events=100_000,
+    processes=(
+        GeneratedProcess("qcd", 0, 0, 0.5, _TOP_QCD_SETTINGS),
+        GeneratedProcess("ttbar", 1, 1, 0.5, _TTBAR_SETTINGS),
+    ),
+    notes=(
+        "Rows are jets, one per event; events without a selected jet are skipped. Detector model, "
+        "selection and truth matching: the docstring of data_fetch/top_tagging.py. Multiparton "
+        "interactions off. Only the pythia source exists for this dataset."
+    ),
+    sources=("pythia",),
+)
+
+DATASETS = {spec.name: spec for spec in (CMS_AD, REWEIGHTING, DIJET_RESONANCE, TOP_TAGGING)}
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -39,7 +39,8 @@ class DatasetCase:
     #: a changed Pythia setting that must change the cache key: (process, old line or None to
     #: append, new line)
     pythia_change: tuple
-    #: the dict of pythia_source that configures this dataset's builder, one of its keys and
+    #: the dict of pythia_source that configures this dataset's builder (dotted: one of a module it
+    #: imports, e.g. "top_tagging.JETS"), one of its keys and
     #: another value: changing it must change this dataset's key and no other's
     builder_setting: tuple
     #: texts that `python -m data_fetch info NAME` must show
@@ -112,6 +113,23 @@ DATASETS = [
         pythia_change=("wprime_xy", "37:m0 = 500.", "37:m0 = 400."),
         builder_setting=("LARGE_R_JETS", "jet_radius", 0.8),
         info_mentions=("jet1_tau21", "mjj", "sources: pythia"),
+    ),
+    DatasetCase(
+        "top_tagging",
+        processes=(("qcd", 0, 0, 0.5), ("ttbar", 1, 1, 0.5)),
+        sources=("pythia",),
+        default_n_events=100_000,
+        # Rows are selected jets: a task generates batches of 100 events until it has its jets
+        # (about 2 s on one core for these 200).
+        n_small=200,
+        seed=3,
+        small_counts={0: 100, 1: 100},
+        plan_n=1001,
+        plan_counts={"qcd": 501, "ttbar": 500},
+        varying="jet_mass",
+        pythia_change=("ttbar", "PhaseSpace:pTHatMin = 500.", "PhaseSpace:pTHatMin = 450."),
+        builder_setting=("top_tagging.JETS", "jet_radius", 1.0),
+        info_mentions=("constituents", "tau3", "(pT [GeV], eta, phi, E [GeV])", "sources: pythia"),
     ),
 ]
 CASES = {case.name: case for case in DATASETS}
