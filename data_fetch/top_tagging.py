@@ -5,8 +5,9 @@ arXiv:1902.09914), at particle level with a simple detector model. The one descr
 
 * Events: Pythia 8 at 13 TeV. Signal: ttbar with both W bosons decaying to quarks; background:
   QCD 2 -> 2 (``HardQCD:all``). Both with 500 < pT-hat < 700 GeV, around the jet window.
-  Multiparton interactions are off (``PartonLevel:MPI = off``): 3-5 times faster, and jet masses
-  3-10 GeV lower than with MPI (measured cost in :data:`GENERATION`); no pile-up.
+  Multiparton interactions are off (``PartonLevel:MPI = off``): measured on one core, 153 QCD and
+  132 top jets per second without MPI against 55 and 50 with it (2.7 times faster), with top-jet
+  mass medians 173.4 and 174.2 GeV and particle-count medians 53 and 56; no pile-up.
 * Detector model (``DETECTOR``): every final-state particle except neutrinos with |eta| < 2.5
   (the tracker's and fine calorimeters' reach) and pT above 0.5 GeV enters. Charged particles
   are kept one by one (tracks); neutral ones (photons, neutral hadrons) are summed in calorimeter
@@ -18,7 +19,18 @@ arXiv:1902.09914), at particle level with a simple detector model. The one descr
   matching with the partons at the top's decay). Events without such a jet are skipped.
 * Per jet: the ``N_CONSTITUENTS`` highest-pT constituents (pT, eta, phi, E), pT-ordered and
   zero-padded, their number, the number before truncation, the jet's pT, eta, phi and mass, and
-  N-subjettiness tau1..tau3 with R = 0.8 (:func:`data_fetch.pythia_source.nsubjettiness`).
+  N-subjettiness tau1..tau3 with R = 0.8 (:func:`data_fetch.pythia_source.nsubjettiness`; zeros
+  for a jet of fewer than three particles, 1 in 10 000).
+
+Why 64 constituents: in 10 000 jets (seed 0) a top jet has a median of 54 particles (90th
+percentile 73, 99th 93, at most 125), a QCD jet 39 (69, 98, 139); 23% of top and 13% of QCD jets
+have more than 64. The ones dropped are the softest: the 64 kept carry 99.7% of the scalar pT sum
+on average (98.7% of a truncated top jet, at least 93% in 200 jets). Pairwise models cost
+N^2: 100 constituents would make a transformer's attention 2.4 times dearer for the last 0.3%.
+
+Measured (10 000 jets, seed 0, 2 cores): 279 jets per second (36 s), 673 bytes per jet on disk;
+top-jet mass median 172.3 GeV (68% between 160.8 and 186.1), QCD 69.3 GeV (36.4-131.8); tau32
+medians 0.431 (top) and 0.793 (QCD), tau21 0.520 and 0.623.
 """
 
 from __future__ import annotations
@@ -123,7 +135,9 @@ def _select_jets(inputs: list[dict], truth: list[list] | None) -> list[tuple[int
     particles = ak.unflatten(
         ak.zip({c: np.concatenate([event[c] for event in inputs]) for c in ("px", "py", "pz", "E")}), counts
     )
-    sequence = fastjet.ClusterSequence(particles, fastjet.JetDefinition(fastjet.antikt_algorithm, JETS["jet_radius"]))
+    sequence = fastjet.ClusterSequence(
+        particles, fastjet.JetDefinition(fastjet.antikt_algorithm, JETS["jet_radius"])
+    )
     jets = sequence.inclusive_jets(min_pt=JETS["jet_pt_min"])
     constituents = sequence.constituents(min_pt=JETS["jet_pt_min"])
     chosen = []
