@@ -73,3 +73,28 @@ def sic_curve(labels, scores, min_background: int = 20):
 def max_sic(labels, scores, min_background: int = 20) -> float:
     """The largest significance improvement of any cut on ``scores`` (see :func:`sic_curve`)."""
     return float(sic_curve(labels, scores, min_background)[1].max())
+
+
+def background_rejection(labels, scores, signal_efficiency: float) -> tuple[float, float]:
+    """Background rejection 1/eps_B at signal efficiency ``signal_efficiency`` (introduced in lesson 04),
+    with its binomial statistical uncertainty.
+
+    The operating point is the first one along the ROC staircase whose signal efficiency reaches the
+    target; eps_B is the fraction of background selected there. A rejection from k selected
+    background events has a relative uncertainty of about 1/sqrt(k): with 5 000 background events a
+    rejection of 500 rests on 10 of them (32%). No background selected gives (inf, inf).
+
+    Returns (rejection, uncertainty).
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    n_background = int((labels == 0).sum())
+    if n_background == 0 or (labels == 1).sum() == 0:
+        raise ValueError("need signal and background events")
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    background_efficiency = float(fpr[np.argmax(tpr >= signal_efficiency)])
+    selected = background_efficiency * n_background
+    if selected == 0:
+        return float("inf"), float("inf")
+    # Binomial: sigma(eps_B) = sqrt(eps_B (1 - eps_B) / N); sigma(1/eps_B) = sigma(eps_B) / eps_B^2.
+    sigma = np.sqrt(background_efficiency * (1 - background_efficiency) / n_background)
+    return 1.0 / background_efficiency, float(sigma / background_efficiency**2)

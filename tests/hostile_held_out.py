@@ -1,6 +1,6 @@
-"""Hostile submissions of lessons 01-03: reaching the held-out truth, and the grader's own resources.
+"""Hostile submissions of lessons 01-04: reaching the held-out truth, and the grader's own resources.
 
-The quality tests of lessons 01-03 judge the student's model on held-out events whose labels stay in
+The quality tests of lessons 01-04 judge the student's model on held-out events whose labels stay in
 the grader. Each kind here is the reference solution with its model cell replaced by an attack that
 trains nothing, so the quality test (``QUALITY_TEST``) must give it 0 points; the other tasks keep
 the reference's answers and their points.
@@ -28,12 +28,19 @@ import nbformat
 from autograder.course import SOLUTIONS_DIR
 
 L01, L02, L03 = "01_autoencoder_anomaly_detection", "02_likelihood_ratio_reweighting", "03_cwola_hunting"
+L04 = "04_jet_taggers"
 #: The model cell each attack replaces, and the quality test that must give it nothing.
-MODEL_CELL = {L01: "autoencoder_solution", L02: "reweighter_solution", L03: "my_classifier_solution"}
+MODEL_CELL = {
+    L01: "autoencoder_solution",
+    L02: "reweighter_solution",
+    L03: "my_classifier_solution",
+    L04: "tagger_solution",
+}
 QUALITY_TEST = {
     L01: "autoencoder_finds_the_signal",
     L02: "reweighter_closes_on_fresh_events",
     L03: "cwola_classifier_significance_improvement",
+    L04: "tagger_rejects_qcd",
 }
 
 # --- Lesson 01 -------------------------------------------------------------------------------------
@@ -233,6 +240,44 @@ def out_of_fold_scores(features, labels, make_classifier, n_folds=5, seed=0):
 # --- Writing the submissions -------------------------------------------------------------------------
 
 
+# --- Lesson 04 -------------------------------------------------------------------------------------
+
+DUMMY_TAGGER = r'''
+class Dummy:
+    """Enough of a Keras model for the visible checks; it learnt nothing."""
+
+    def predict(self, x, **kwargs):
+        return np.zeros(len(x))
+
+    def count_params(self):
+        return 0
+
+tagger = Dummy()
+'''
+
+L04_CACHE_LOOKUP = (
+    DUMMY_TAGGER
+    + CACHE_INDEX
+    + r"""
+def tag_jets(jets):
+    constituents = np.asarray(jets["constituents"])
+    found = [KNOWN.get(("constituents", row.tobytes())) for row in constituents.reshape(len(constituents), -1)]
+    print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(constituents)} JETS")
+    return np.array([0.5 if label is None else label for label in found])
+"""
+)
+
+L04_NAN_SCORES = (
+    DUMMY_TAGGER
+    + r'''
+def tag_jets(jets):
+    """The jet mass on the notebook's own test jets, which passes its checks; NaN on any other jets."""
+    mass = np.asarray(jets["jet_mass"], dtype=float)
+    return mass if len(mass) == test.sum() else np.full(len(mass), np.nan)
+'''
+)
+
+
 def solution_notebook(lesson: str) -> Path:
     (path,) = sorted((SOLUTIONS_DIR / lesson).glob("*.ipynb"))
     return path
@@ -350,6 +395,26 @@ KINDS: tuple[Kind, ...] = (
         evidence="THE GRADER FINISHED TRAINING",
         reason=r"cell out_of_fold_never_scores_training_events was interrupted after the \d+ s time limit",
         full_tests=("significance_formula_and_limits", "select_top_exact_counts"),
+    ),
+)
+KINDS += (
+    Kind(
+        "cache_lookup_jets",
+        L04,
+        "truth",
+        "scores each held-out jet by its label, looked up by its constituents in every sample of the data cache",
+        replace_cell(L04, MODEL_CELL[L04], L04_CACHE_LOOKUP),
+        (QUALITY_TEST[L04],),
+        evidence=r"LOOKED UP [1-9]\d* OF 10000 JETS",
+    ),
+    Kind(
+        "nan_tagger",
+        L04,
+        "score",
+        "tag_jets returns NaN on jets other than the notebook's, so that no QCD jet passes any cut",
+        replace_cell(L04, MODEL_CELL[L04], L04_NAN_SCORES),
+        (QUALITY_TEST[L04],),
+        says="tag_jets on fresh jets gave 10000 values that are not finite numbers",
     ),
 )
 LESSONS = sorted({kind.lesson for kind in KINDS})

@@ -40,3 +40,20 @@ def test_too_few_events_is_an_error():
         max_sic(np.array([0] * 10 + [1] * 10), np.arange(20.0))
     with pytest.raises(ValueError, match="need signal"):
         max_sic(np.zeros(100, int), np.arange(100.0))
+
+
+def test_background_rejection_at_a_signal_efficiency():
+    from mlhep.metrics import background_rejection
+
+    # 10 signal scores 1..10, 100 background scores: 0.5 for 96 of them, 3.5, 5.5, 7.5 and 9.5 for four.
+    labels = np.r_[np.ones(10), np.zeros(100)]
+    background = np.r_[np.full(96, 0.5), 3.5, 5.5, 7.5, 9.5]
+    scores = np.r_[np.arange(1, 11), background]
+    # eps_S = 0.3 needs the top three signal scores (8, 9, 10): above 7.5, one background (9.5) passes.
+    rejection, uncertainty = background_rejection(labels, scores, 0.3)
+    assert rejection == 100.0
+    assert np.isclose(uncertainty, np.sqrt(0.01 * 0.99 / 100) / 0.01**2)
+    # eps_S = 0.5 (scores 6..10): 7.5 and 9.5 pass, eps_B = 0.02.
+    assert background_rejection(labels, scores, 0.5)[0] == 50.0
+    # A perfect separation selects no background at all.
+    assert background_rejection(np.r_[1, 1, 0], np.r_[2.0, 3.0, 1.0], 0.5) == (float("inf"), float("inf"))
