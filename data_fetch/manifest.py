@@ -58,6 +58,7 @@ _L00 = "course/00_getting_started.ipynb"
 _L01 = "course/01_autoencoder_anomaly_detection.ipynb"
 _L02 = "course/02_likelihood_ratio_reweighting.ipynb"
 _L03 = "course/03_cwola_hunting.ipynb"
+_L04 = "course/04_jet_taggers.ipynb"
 _E00 = "solutions/00_getting_started/00_getting_started.ipynb"
 _E01 = "solutions/01_autoencoder_anomaly_detection/01_autoencoder_anomaly_detection.ipynb"
 _E02 = "solutions/02_likelihood_ratio_reweighting/02_likelihood_ratio_reweighting.ipynb"
@@ -85,6 +86,8 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("dijet_resonance", "held_out", 40_000, None, (_E03,)),
     # top_tagging (lesson 04): jets, half top, half QCD; 10 000 take 36 s on two cores. The held-out
     # sample's 5 000 QCD jets measure a rejection of 400 at eps_S = 0.3 from about 13 jets (28%).
+    Sample("top_tagging", "lecture", 30_000, 0, (_L04,)),
+    Sample("top_tagging", "ci", 10_000, 0, (_L04,)),
     Sample("top_tagging", "exercise", 10_000, 0, (_E04,)),
     Sample("top_tagging", "held_out", 10_000, None, (_E04,)),
 )
