@@ -15,6 +15,7 @@ FIRST_PARTY = {
     "autograder",
     "mlhep",
     "data_fetch",
+    "browser",
     "notebook_expectations",
     "dataset_helpers",
     "hostile",

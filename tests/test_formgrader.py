@@ -29,18 +29,15 @@ from autograder.course import EXERCISES_DIR, REPO_ROOT
 from autograder.formgrader import free_port
 from autograder.pages import FEEDBACK_CSP
 
+from browser import dump_dom, needs_chromium
+
 pytestmark = pytest.mark.grading
 
 ASSIGNMENT = "01_autoencoder_anomaly_detection"
 WRITTEN_ANSWER_ID = "why_signals_can_look_normal"  # the markdown cell a person grades
 STUDENT = "alice"
 ANSWER = "A signal whose jets look like ordinary QCD jets is reconstructed well, answer 4711."
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's and Ubuntu's names
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (`bash run.sh setup` installs it)"
-)
 SERVER_START_TIMEOUT = 120
-PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
 
 
 # A student whose notebook carries script in every place a page could render it from: the written
@@ -104,39 +101,6 @@ def answered_exercise() -> str:
     ]
     cell.source = ANSWER
     return nbformat.writes(notebook)
-
-
-def rendered_page(url: str, profile: Path) -> str:
-    """The page's DOM after its scripts ran (and their requests returned), as Chromium sees it."""
-    # --no-sandbox: Chromium's own sandbox needs user namespaces, which root and some CI images lack;
-    # it only ever loads the formgrader served by the test.
-    result = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=PAGE_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0 and "<body" in result.stdout, (
-        f"Chromium failed on {url}:\n{result.stderr[-2000:]}"
-    )
-    left = [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if str(profile) in " ".join(process.info["cmdline"] or [])
-    ]
-    _, alive = psutil.wait_procs(left, timeout=10)
-    assert not alive, f"Chromium processes left running: {alive}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +178,7 @@ def browser_profile(tmp_path_factory):
 def test_formgrader_lists_the_assignment(formgrader, browser_profile):
     url, _, _ = formgrader
     assert re.match(r"http://127\.0\.0\.1:\d+/formgrader\?token=", url), url
-    page = rendered_page(url, browser_profile)
+    page = dump_dom(url, browser_profile)
     # The table of assignments is filled in by the page's scripts from the formgrader's API. The
     # private course has only the graded assignment (the repository's course would list every lesson),
     # with one submission.
@@ -229,14 +193,14 @@ def test_formgrader_lists_the_assignment(formgrader, browser_profile):
 def test_manual_grading_shows_the_written_answer(formgrader, browser_profile):
     url, _, _ = formgrader
     # The printed address logs the browser in (a cookie for the whole server); then the TA clicks on.
-    rendered_page(url, browser_profile)
+    dump_dom(url, browser_profile)
     base = url.split("/formgrader?token=")[0]
     # Manual Grading > assignment > notebook: one row per submission, linking to its grading page.
-    listing = rendered_page(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
+    listing = dump_dom(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
     link = re.search(rf'<a class="name-shown" href="(/formgrader/submissions/\w+)">{STUDENT}</a>', listing)
     assert link, f"no submission of {STUDENT} in the manual-grading list:\n{listing[-3000:]}"
 
-    page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
+    page = dump_dom(f"{base}{link.group(1)}/", browser_profile)
     assert ANSWER in page, f"the grading page does not show {STUDENT}'s written answer"
     assert re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"[^>]*type="number"', page), (
         f"the grading page has no score box for {WRITTEN_ANSWER_ID}"
@@ -266,12 +230,12 @@ def marks(page: str) -> list[str]:
 def test_no_script_of_a_student_runs_in_the_grading_page(formgrader, graded_class, browser_profile):
     url, _, _ = formgrader
     before = gradebook_scores(graded_class)
-    rendered_page(url, browser_profile)
+    dump_dom(url, browser_profile)
     base = url.split("/formgrader?token=")[0]
-    listing = rendered_page(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
+    listing = dump_dom(f"{base}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}", browser_profile)
     link = re.search(rf'<a class="name-shown" href="(/formgrader/submissions/\w+)">{MALLORY}</a>', listing)
     assert link, listing[-3000:]
-    page = rendered_page(f"{base}{link.group(1)}/", browser_profile)
+    page = dump_dom(f"{base}{link.group(1)}/", browser_profile)
     assert ANSWER in page and re.search(rf'<input [^>]*id="{WRITTEN_ANSWER_ID}"', page), (
         "the grading page does not show the answer and its score box"
     )  # the page works
@@ -287,7 +251,7 @@ def test_no_script_of_a_student_runs_in_the_feedback_page(graded_class, browser_
     feedback = graded_class / "feedback" / MALLORY / f"{ASSIGNMENT}.html"
     text = feedback.read_text()
     assert f'<meta http-equiv="Content-Security-Policy" content="{FEEDBACK_CSP}">' in text
-    page = rendered_page(feedback.as_uri(), browser_profile)
+    page = dump_dom(feedback.as_uri(), browser_profile)
     assert ANSWER in page and not marks(page), marks(page)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
 
 from autograder.formgrader import free_port
@@ -31,19 +29,18 @@ from mlhep.figures import read_figures
 from mlhep.notebooks import REPO, course_notebooks, run_notebook
 from mlhep.site import build_site, lesson_title
 
+from browser import dump_dom, needs_chromium
 from notebook_expectations import EXPECTATIONS
 
 pytestmark = pytest.mark.notebooks
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's and Ubuntu's names
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (`bash run.sh setup` installs it)"
-)
+#: No host name resolves, as on a machine without network, but the test's server at 127.0.0.1: a page
+#: that needed a CDN for its content would show it.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 LECTURES = [path for path in course_notebooks() if path.parent.name == "course"]
 SOLUTIONS = [path for path in course_notebooks() if "solutions" in path.relative_to(REPO).parts]
 #: A figure recorded by no lecture, put in each solution's summary row: the site must withhold it.
 REFERENCE_FIGURE = "reference_answer_4711"
-PAGE_TIMEOUT = 120  # one page takes seconds; leave room for a busy machine
 
 # Loads ?page=URL in a frame (same server, same origin), waits for its images to decode, and writes
 # what the browser made of the page into #result, which --dump-dom then shows.
@@ -146,44 +143,9 @@ def server(site):
         process.wait(timeout=30)
 
 
-def rendered(url: str, profile: Path) -> str:
-    """The page's DOM after its scripts ran, as Chromium sees it with no name resolution (offline)."""
-    # Flags as in tests/test_formgrader.py (--no-sandbox: Chromium's sandbox needs user namespaces,
-    # which root and some CI images lack; it only loads the test's own pages). No host name resolves,
-    # as on a machine without network, but the test's server at 127.0.0.1.
-    result = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={profile}",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=PAGE_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0 and "<body" in result.stdout, (
-        f"Chromium failed on {url}:\n{result.stderr[-2000:]}"
-    )
-    left = [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if str(profile) in " ".join(process.info["cmdline"] or [])
-    ]
-    _, alive = psutil.wait_procs(left, timeout=10)
-    assert not alive, f"Chromium processes left running: {alive}"
-    return result.stdout
-
-
 def probe(server: str, page: str, profile: Path) -> dict:
     """What the browser made of ``page`` (a URL on the server)."""
-    dom = rendered(f"{server}/probe.html?page={urllib.request.quote(page, safe='')}", profile)
+    dom = dump_dom(f"{server}/probe.html?page={urllib.request.quote(page, safe='')}", profile, OFFLINE)
     result = re.search(r'<pre id="result">(.*?)</pre>', dom, re.DOTALL)
     assert result and result.group(1) != "pending", f"the probe did not report on {page}:\n{dom[-2000:]}"
     return json.loads(html.unescape(result.group(1)))
@@ -258,7 +220,7 @@ def test_no_solution_is_published_and_no_content_needs_the_network(site):
 @needs_chromium
 def test_the_index_works_from_a_file_url(site, tmp_path_factory):
     folder, _ = site
-    dom = rendered((folder / "index.html").as_uri(), tmp_path_factory.mktemp("chromium-profile"))
+    dom = dump_dom((folder / "index.html").as_uri(), tmp_path_factory.mktemp("chromium-profile"), OFFLINE)
     for path in LECTURES:
         assert f'href="lectures/{path.stem}.html"' in dom, dom[-3000:]
         assert (folder / "lectures" / f"{path.stem}.html").exists()
