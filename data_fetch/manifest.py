@@ -122,8 +122,7 @@ def sample_parameters(dataset: str, role: str) -> dict:
 
 def ci_parameters(dataset: str) -> dict:
     """The parameters the test suite injects into a lecture on ``dataset``: size, seed, offline source."""
-    entry = sample(dataset, "ci")
-    return {"n_events": entry.n_events, "seed": entry.seed, "source": "pythia"}
+    return {**sample_parameters(dataset, "ci"), "source": "pythia"}
 
 
 def lessons() -> list[str]:
