@@ -1,13 +1,14 @@
-"""Hostile submissions of lessons 01-04: reaching the held-out truth, and the grader's own resources.
+"""Hostile submissions of lessons 01-05: reaching the held-out truth, and the grader's own resources.
 
-The quality tests of lessons 01-04 judge the student's model on held-out events whose labels stay in
+The quality tests of lessons 01-05 judge the student's model on held-out events whose labels stay in
 the grader. Each kind here is the reference solution with its model cell replaced by an attack that
 trains nothing, so the quality test (``QUALITY_TEST``) must give it 0 points; the other tasks keep
 the reference's answers and their points.
 
 * ``truth``: looks the held-out events up in the data cache, reads their labels, or reads the truth
   from where they stand in what the test hands over;
-* ``score``: makes the test compute its score from NaN;
+* ``score``: makes the test compute its score from NaN, or from a model with no skill that the score
+  alone would reward (lesson 05: an "autoencoder" that returns the average training image);
 * ``resources``: makes the grader's side of a test (a classifier the test passes in) run without end.
 
     python -m tests.hostile_held_out DIR    # writes DIR/<lesson>/<student>/<notebook>
@@ -29,18 +30,21 @@ from autograder.course import SOLUTIONS_DIR
 
 L01, L02, L03 = "01_autoencoder_anomaly_detection", "02_likelihood_ratio_reweighting", "03_cwola_hunting"
 L04 = "04_jet_taggers"
+L05 = "05_normalized_autoencoders"
 #: The model cell each attack replaces, and the quality test that must give it nothing.
 MODEL_CELL = {
     L01: "autoencoder_solution",
     L02: "reweighter_solution",
     L03: "my_classifier_solution",
     L04: "tagger_solution",
+    L05: "nae_solution",
 }
 QUALITY_TEST = {
     L01: "autoencoder_finds_the_signal",
     L02: "reweighter_closes_on_fresh_events",
     L03: "cwola_classifier_significance_improvement",
     L04: "tagger_rejects_qcd",
+    L05: "nae_finds_qcd",
 }
 
 # --- Lesson 01 -------------------------------------------------------------------------------------
@@ -277,6 +281,67 @@ def tag_jets(jets):
 '''
 )
 
+# --- Lesson 05 -------------------------------------------------------------------------------------
+
+DUMMY_NAE = r'''
+class Dummy:
+    """Enough of a Keras model for the visible checks; it learnt nothing."""
+
+    def predict(self, x, **kwargs):
+        return np.asarray(x)
+
+    def count_params(self):
+        return 0
+
+nae = Dummy()
+'''
+
+L05_CACHE_LOOKUP = (
+    DUMMY_NAE
+    + r"""
+import glob
+import os
+
+# The images of every cached jet, by their bytes: a fresh jet's image found here gives its label.
+KNOWN_IMAGES = {}
+CACHE = os.environ.get("MLHEP_DATA_DIR", "/")
+for path in glob.glob(os.path.join(CACHE, "**", "top_tagging*.npz"), recursive=True):
+    with np.load(path) as npz:
+        for image, label in zip(images_of(npz["constituents"], npz["n_constituents"]), npz["label"]):
+            KNOWN_IMAGES[np.round(image, 3).tobytes()] = int(label)
+
+
+def reconstruct(batch):
+    batch = np.asarray(batch, dtype=np.float32)
+    found = [KNOWN_IMAGES.get(np.round(image, 3).tobytes()) for image in batch]
+    print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(batch)} JET IMAGES")
+    # a perfect reconstruction for the tops, an empty one for the QCD jets: the largest error
+    return np.stack([image if label != 0 else np.zeros_like(image) for image, label in zip(batch, found)])
+"""
+)
+
+L05_NAN_RECONSTRUCTIONS = (
+    DUMMY_NAE
+    + r'''
+def reconstruct(batch):
+    """The average top image on the notebook's own test jets, which passes its checks; NaN on any others."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if len(batch) == test.sum():
+        return np.broadcast_to(top_images.mean(axis=0), batch.shape)
+    return np.full(batch.shape, np.nan, dtype=np.float32)
+'''
+)
+
+L05_AVERAGE_IMAGE = (
+    DUMMY_NAE
+    + r'''
+def reconstruct(batch):
+    """No autoencoder at all: every jet "reconstructed" as the average top jet. Its error is the distance
+    to that template, which ranks QCD jets as anomalous without having learnt any individual jet."""
+    return np.broadcast_to(top_images.mean(axis=0), np.shape(batch)).copy()
+'''
+)
+
 
 def solution_notebook(lesson: str) -> Path:
     (path,) = sorted((SOLUTIONS_DIR / lesson).glob("*.ipynb"))
@@ -415,6 +480,36 @@ KINDS += (
         replace_cell(L04, MODEL_CELL[L04], L04_NAN_SCORES),
         (QUALITY_TEST[L04],),
         says="tag_jets on fresh jets gave 10000 values that are not finite numbers",
+    ),
+)
+KINDS += (
+    Kind(
+        "cache_lookup_images",
+        L05,
+        "truth",
+        "reconstructs each held-out jet image perfectly or not at all by its label, looked up by the image "
+        "of every jet of the data cache",
+        replace_cell(L05, MODEL_CELL[L05], L05_CACHE_LOOKUP),
+        (QUALITY_TEST[L05],),
+        evidence=r"LOOKED UP [1-9]\d* OF 10000 JET IMAGES",
+    ),
+    Kind(
+        "nan_reconstructions",
+        L05,
+        "score",
+        "reconstruct returns NaN on images other than the notebook's, so that no error can be ranked",
+        replace_cell(L05, MODEL_CELL[L05], L05_NAN_RECONSTRUCTIONS),
+        (QUALITY_TEST[L05],),
+        says="reconstruct on fresh jet images gave \\d+ values that are not finite numbers",
+    ),
+    Kind(
+        "average_image",
+        L05,
+        "score",
+        "reconstruct returns the average top image for every jet: a template distance with a high AUC "
+        "and no autoencoder",
+        replace_cell(L05, MODEL_CELL[L05], L05_AVERAGE_IMAGE),
+        (QUALITY_TEST[L05],),
     ),
 )
 LESSONS = sorted({kind.lesson for kind in KINDS})

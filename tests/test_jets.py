@@ -13,6 +13,7 @@ from mlhep.jets import (
     particle_features,
     relative_coordinates,
     shuffle_and_pad,
+    smooth_images,
     standardize,
     wrap_phi,
 )
@@ -134,6 +135,25 @@ def test_jet_images_are_centred_and_flipped():
     assert set(rows) <= {9, 10} and image.sum() == pytest.approx(1.0)
     hardest_column = columns[np.argmax(image[rows, columns])]
     assert hardest_column >= 10 and image.max() == pytest.approx(0.75)
+
+
+def test_smooth_images_keep_the_pt_and_spread_it_over_the_neighbours():
+    image = np.zeros((2, 21, 21))
+    image[0, 10, 10] = 1.0  # one particle in the centre
+    image[0, 0, 20] = 0.0
+    image[1, 0, 0] = 0.5  # one in a corner: the filter's tail outside the image is put back
+    smoothed = smooth_images(image, sigma=2.0)
+    assert smoothed.dtype == np.float32 and smoothed.shape == image.shape
+    assert np.allclose(smoothed.sum(axis=(1, 2)), [1.0, 0.5], atol=1e-6)
+    centre = smoothed[0]
+    # A Gaussian of sigma 2 pixels: the centre keeps 1 / (2 pi sigma^2) of the pT per pixel (a sampled
+    # Gaussian sums to almost exactly 1 over the image), its neighbours exp(-1/8) of that.
+    assert centre[10, 10] == pytest.approx(1 / (8 * np.pi), rel=0.01)
+    assert centre[10, 11] / centre[10, 10] == pytest.approx(np.exp(-1 / 8), rel=1e-4)
+    assert np.allclose(centre, centre.T) and np.allclose(centre, centre[::-1, ::-1])
+    assert np.all(smooth_images(np.zeros((1, 5, 5))) == 0)
+    with pytest.raises(ValueError, match="shape"):
+        smooth_images(np.zeros((5, 5)))
 
 
 def test_shuffle_and_pad_keeps_the_real_rows_and_appends_zeros():
