@@ -57,10 +57,16 @@ install_chromium() {  # tests/test_formgrader.py opens nbgrader's formgrader in 
         apt_install chromium "the formgrader test's headless browser" "the formgrader test is skipped until it is"
 }
 
+install_iverilog() {  # mlhep/fpga.py simulates the generated Verilog in Icarus Verilog (tests/test_fpga.py)
+    command -v iverilog >/dev/null 2>&1 ||
+        apt_install iverilog "the HDL simulator of the FPGA lesson" "the Verilog simulation is skipped until it is"
+}
+
 setup() {
     local python stamp want
     install_bubblewrap
     install_chromium
+    install_iverilog
     python=$(find_python)
     # An environment without a working pip is one whose creation was interrupted: start it again.
     if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then

@@ -60,20 +60,22 @@ _L02 = "course/02_likelihood_ratio_reweighting.ipynb"
 _L03 = "course/03_cwola_hunting.ipynb"
 _L04 = "course/04_jet_taggers.ipynb"
 _L05 = "course/05_normalized_autoencoders.ipynb"
+_L06 = "course/06_hls4ml_fpga.ipynb"
 _E00 = "solutions/00_getting_started/00_getting_started.ipynb"
 _E01 = "solutions/01_autoencoder_anomaly_detection/01_autoencoder_anomaly_detection.ipynb"
 _E02 = "solutions/02_likelihood_ratio_reweighting/02_likelihood_ratio_reweighting.ipynb"
 _E03 = "solutions/03_cwola_hunting/03_cwola_hunting.ipynb"
 _E04 = "solutions/04_jet_taggers/04_jet_taggers.ipynb"
 _E05 = "solutions/05_normalized_autoencoders/05_normalized_autoencoders.ipynb"
+_E06 = "solutions/06_hls4ml_fpga/06_hls4ml_fpga.ipynb"
 
 SAMPLES: tuple[Sample, ...] = (
-    # cms_ad (lessons 00, 01): 80% QCD (with W/Z+jets), 20% graviton. 100 000 events take about 20
+    # cms_ad (lessons 00, 01, 06): 80% QCD (with W/Z+jets), 20% graviton. 100 000 events take about 20
     # minutes to generate on two cores; 10 000 keep the exercises and the tests to a minute or two.
-    Sample("cms_ad", "lecture", 100_000, 0, (_L00, _L01)),
-    Sample("cms_ad", "ci", 10_000, 0, (_L00, _L01)),
-    Sample("cms_ad", "exercise", 10_000, 0, (_E00, _E01)),
-    Sample("cms_ad", "held_out", 5_000, None, (_E01,)),
+    Sample("cms_ad", "lecture", 100_000, 0, (_L00, _L01, _L06)),
+    Sample("cms_ad", "ci", 10_000, 0, (_L00, _L01, _L06)),
+    Sample("cms_ad", "exercise", 10_000, 0, (_E00, _E01, _E06)),
+    Sample("cms_ad", "held_out", 5_000, None, (_E01, _E06)),
     # reweighting (lesson 02): half per shower configuration.
     Sample("reweighting", "lecture", 200_000, 0, (_L02,)),
     Sample("reweighting", "ci", 20_000, 0, (_L02,)),

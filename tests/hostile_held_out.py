@@ -31,6 +31,7 @@ from autograder.course import SOLUTIONS_DIR
 L01, L02, L03 = "01_autoencoder_anomaly_detection", "02_likelihood_ratio_reweighting", "03_cwola_hunting"
 L04 = "04_jet_taggers"
 L05 = "05_normalized_autoencoders"
+L06 = "06_hls4ml_fpga"
 #: The model cell each attack replaces, and the quality test that must give it nothing.
 MODEL_CELL = {
     L01: "autoencoder_solution",
@@ -38,6 +39,7 @@ MODEL_CELL = {
     L03: "my_classifier_solution",
     L04: "tagger_solution",
     L05: "nae_solution",
+    L06: "detector_solution",
 }
 QUALITY_TEST = {
     L01: "autoencoder_finds_the_signal",
@@ -45,6 +47,7 @@ QUALITY_TEST = {
     L03: "cwola_classifier_significance_improvement",
     L04: "tagger_rejects_qcd",
     L05: "nae_finds_qcd",
+    L06: "detector_meets_the_budget",
 }
 
 # --- Lesson 01 -------------------------------------------------------------------------------------
@@ -342,6 +345,40 @@ def reconstruct(batch):
 '''
 )
 
+# --- Lesson 06 -------------------------------------------------------------------------------------
+
+L06_ZERO_DETECTOR = r"""
+# A detector that costs (almost) nothing: every weight zero, so every event scores the same.
+zero_input = tf.keras.layers.Input(shape=(57,))
+zero_hidden = QActivation(quantized_bits(INPUT_BITS, INPUT_INTEGER_BITS, alpha=1))(zero_input)
+zero_grid = quantized_bits(4, 0, alpha=1)
+zero_output = QDense(3, kernel_quantizer=zero_grid, bias_quantizer=zero_grid, kernel_initializer="zeros")(
+    zero_hidden
+)
+detector = tf.keras.Model(zero_input, zero_output)
+"""
+
+L06_OVERSIZED_DETECTOR = r"""
+# A wide 16-bit network, untrained: far too big to trace in the grader's time, let alone to fit the budget.
+big_input = tf.keras.layers.Input(shape=(57,))
+big = QActivation(quantized_bits(16, 7, alpha=1))(big_input)
+big_grid = quantized_bits(16, 0, alpha=1)
+for big_units in (64, 64, 64, 64):
+    big = QDense(big_units, kernel_quantizer=big_grid, bias_quantizer=big_grid)(big)
+    big = QActivation(quantized_relu(16, 6))(big)
+big = QDense(3, kernel_quantizer=big_grid, bias_quantizer=big_grid)(big)
+detector = tf.keras.Model(big_input, big)
+"""
+
+L06_CONFIG_INJECTION = r"""
+hls_config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+input_layer = next(iter(hls_config["LayerName"]))
+# A "precision" that hls4ml would paste into the C++ it compiles and loads into the grader.
+hls_config["LayerName"][input_layer]["Precision"]["result"] = (
+    'fixed<16,8> ; } } int injected = std::system("echo INJECTED > /tmp/injected"); namespace nnet { //'
+)
+"""
+
 
 def solution_notebook(lesson: str) -> Path:
     (path,) = sorted((SOLUTIONS_DIR / lesson).glob("*.ipynb"))
@@ -510,6 +547,35 @@ KINDS += (
         "and no autoencoder",
         replace_cell(L05, MODEL_CELL[L05], L05_AVERAGE_IMAGE),
         (QUALITY_TEST[L05],),
+    ),
+)
+KINDS += (
+    Kind(
+        "zero_detector",
+        L06,
+        "score",
+        "a detector whose weights are all zero: no hardware cost at all, and the same score for every event",
+        replace_cell(L06, MODEL_CELL[L06], L06_ZERO_DETECTOR),
+        (QUALITY_TEST[L06],),
+        full_tests=("to_fixed_matches_ap_fixed", "hls_config_is_bit_exact"),
+    ),
+    Kind(
+        "oversized_detector",
+        L06,
+        "resources",
+        "a wide 16-bit network that would take the grader minutes to trace into hardware",
+        replace_cell(L06, MODEL_CELL[L06], L06_OVERSIZED_DETECTOR),
+        (QUALITY_TEST[L06],),
+        says="bit operations",
+    ),
+    Kind(
+        "config_injection",
+        L06,
+        "resources",
+        "an hls4ml precision string that carries C++ into the firmware model the grader compiles and loads",
+        replace_cell(L06, "hls_config_solution", L06_CONFIG_INJECTION),
+        ("hls_config_is_bit_exact",),
+        says="is not a precision like",
     ),
 )
 LESSONS = sorted({kind.lesson for kind in KINDS})

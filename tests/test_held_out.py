@@ -30,6 +30,7 @@ def test_the_grader_finds_the_samples_each_assignment_tests_with():
         "03_cwola_hunting": [("dijet_resonance", 40000)],
         "04_jet_taggers": [("top_tagging", 10000)],
         "05_normalized_autoencoders": [("top_tagging", 10000)],
+        "06_hls4ml_fpga": [("cms_ad", 5000)],
     }
 
 
