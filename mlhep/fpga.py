@@ -306,6 +306,16 @@ def emulate(comb: Any, x: np.ndarray, n_threads: int = 1) -> np.ndarray:
     return comb.predict(quantize_inputs(comb, x), n_threads=n_threads)
 
 
+def widest_value_bits(comb: Any) -> int:
+    """The bit width of the widest value anywhere in the traced logic (inputs, adders, squares, outputs).
+
+    da4ml's interpreter (:func:`emulate`) is bit-exact only while every value fits in 64 bits.
+    """
+    from da4ml.cmvm.types import _minimal_kif
+
+    return max(int(sum(_minimal_kif(op.qint))) for op in comb.ops)
+
+
 def resource_estimate(comb: Any) -> float:
     """da4ml's own cost estimate of the logic in LUT equivalents (each adder costs its width): fast.
 

@@ -98,3 +98,28 @@ def background_rejection(labels, scores, signal_efficiency: float) -> tuple[floa
     # Binomial: sigma(eps_B) = sqrt(eps_B (1 - eps_B) / N); sigma(1/eps_B) = sigma(eps_B) / eps_B^2.
     sigma = np.sqrt(background_efficiency * (1 - background_efficiency) / n_background)
     return 1.0 / background_efficiency, float(sigma / background_efficiency**2)
+
+
+def quadratic_explained_variance(latent, inputs) -> float:
+    """How much of the inputs' variance a quadratic function of the latent values explains (lesson 06).
+
+    Fits ``inputs`` by least squares on 1, each latent value, their squares and pairwise products, and returns
+    1 - (residual sum of squares) / (total sum of squares), summed over all input columns. An encoder's latent
+    space that describes the events scores high; one number such as H_T scores low.
+
+    Args:
+        latent: array (n_events, n_latent).
+        inputs: array (n_events, n_inputs).
+
+    Returns:
+        The explained fraction, at most 1.
+    """
+    latent = np.asarray(latent, dtype=np.float64).reshape(len(latent), -1)
+    inputs = np.asarray(inputs, dtype=np.float64)
+    scale = np.maximum(latent.std(axis=0), 1e-12)  # numerically stable least squares for any latent range
+    z = (latent - latent.mean(axis=0)) / scale
+    pairs = [z[:, i] * z[:, j] for i in range(z.shape[1]) for j in range(i, z.shape[1])]
+    design = np.column_stack([np.ones(len(z)), z, *pairs])
+    coefficients, *_ = np.linalg.lstsq(design, inputs, rcond=None)
+    residual = inputs - design @ coefficients
+    return float(1.0 - np.sum(residual**2) / np.sum((inputs - inputs.mean(axis=0)) ** 2))

@@ -370,6 +370,33 @@ big = QDense(3, kernel_quantizer=big_grid, bias_quantizer=big_grid)(big)
 detector = tf.keras.Model(big_input, big)
 """
 
+L06_HT_BY_HAND = r"""
+# No training: one output set by hand to H_T / 200 GeV (the jets' pT inputs, in units of 100 GeV, times
+# 0.5). Its AUC beats the reference's and it costs a few hundred LUTs, but it encodes one number.
+from data_fetch.cms_ad import SLOT_RANGES
+
+ht_kernel = np.zeros((57, 1), dtype="float32")
+ht_first, ht_size = SLOT_RANGES["jet"]
+ht_kernel[[3 * slot for slot in range(ht_first, ht_first + ht_size)], 0] = 0.5
+ht_input = tf.keras.layers.Input(shape=(57,))
+ht_grid = quantized_bits(4, 0, alpha=1)
+ht_layer = QDense(1, kernel_quantizer=ht_grid, bias_quantizer=ht_grid)
+ht_output = ht_layer(QActivation(quantized_bits(INPUT_BITS, INPUT_INTEGER_BITS, alpha=1))(ht_input))
+ht_layer.set_weights([ht_kernel, np.zeros(1, dtype="float32")])
+detector = tf.keras.Model(ht_input, ht_output)
+"""
+
+L06_OVERFLOW_CHAIN = r"""
+# Dense layers without a quantizer between them and weights at the top of a 16-bit range: values grow past
+# 64 bits, where the firmware emulation would wrap around silently.
+chain_input = tf.keras.layers.Input(shape=(57,))
+chain = QActivation(quantized_bits(INPUT_BITS, INPUT_INTEGER_BITS, alpha=1))(chain_input)
+chain_grid = quantized_bits(16, 15, alpha=1)
+for _ in range(5):
+    chain = QDense(1, kernel_quantizer=chain_grid, bias_quantizer=chain_grid, kernel_initializer="ones")(chain)
+detector = tf.keras.Model(chain_input, chain)
+"""
+
 L06_CONFIG_INJECTION = r"""
 hls_config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
 input_layer = next(iter(hls_config["LayerName"]))
@@ -566,7 +593,26 @@ KINDS += (
         "a wide 16-bit network that would take the grader minutes to trace into hardware",
         replace_cell(L06, MODEL_CELL[L06], L06_OVERSIZED_DETECTOR),
         (QUALITY_TEST[L06],),
-        says="bit operations",
+        says="weight bits",
+    ),
+    Kind(
+        "ht_by_hand",
+        L06,
+        "score",
+        "a one-output network set by hand to compute H_T: a higher AUC than the reference at a tiny size, and no "
+        "encoder",
+        replace_cell(L06, MODEL_CELL[L06], L06_HT_BY_HAND),
+        (QUALITY_TEST[L06],),
+        says="explain 0\\.[0-4]",
+    ),
+    Kind(
+        "overflow_chain",
+        L06,
+        "resources",
+        "dense layers chained without a quantizer, values growing past the 64 bits the emulation is exact for",
+        replace_cell(L06, MODEL_CELL[L06], L06_OVERFLOW_CHAIN),
+        (QUALITY_TEST[L06],),
+        says="a relu quantizer must come between two dense layers",
     ),
     Kind(
         "config_injection",

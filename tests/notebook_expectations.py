@@ -277,17 +277,19 @@ EXPECTATIONS = {
             "n_train": 4_800,
             # measured 0.952: a 2 TeV resonance is mostly transverse energy
             "auc_ht": (0.92, 0.98),
-            # measured 0.951 (seed 0), ...: the VAE encoder's sum of mu^2 about matches H_T
+            # measured 0.951, 0.945, 0.956 (seeds 0-2): the VAE encoder's sum of mu^2 about matches H_T
             "auc_float": (0.90, 0.98),
             # measured 0.951 at 16 and 8 bits: post-training quantization costs nothing there ...
             "auc_ptq_16": (0.90, 0.98),
             "auc_ptq_8": (0.90, 0.98),
-            # ... and breaks at 4 bits (measured 0.577)
-            "auc_ptq_4": (0.3, 0.8),
-            # measured 0.931 (4-bit QAT) and 0.952 (4-bit QAT + 59% pruned)
+            # ... and loses at 4 bits, by how much depends on the run: measured 0.577, 0.914, 0.878 (seeds 0-2)
+            "auc_ptq_4": (0.3, 0.95),
+            # measured 0.931, 0.938, 0.946 (4-bit QAT) and 0.952, 0.940, 0.955 (4-bit QAT + 59% pruned)
             "auc_qat": (0.85, 0.98),
             "auc_qat_pruned": (0.90, 0.98),
-            # measured +0.0005: the goal is within 0.02 of float
+            # QAT beats PTQ at the same 4 bits: measured +0.354, +0.024, +0.068
+            "auc_qat_minus_ptq_same_bits": (0.005, 0.5),
+            # measured +0.0005, -0.0046, -0.0007: the goal is within 0.02 of float
             "auc_qat_pruned_minus_float": (-0.02, 0.03),
             # measured 0.591 of the weights zero for a target of 0.6
             "zero_weight_fraction": (0.55, 0.65),
@@ -295,14 +297,15 @@ EXPECTATIONS = {
             "hls_agreement": 1.0,
             "emulation_agreement": 1.0,
             "rtl_agreement": 1.0,
-            # measured 46 events differ with hls4ml's default input type, every one explained by double rounding
+            # measured 46, 21, 38 events differ with hls4ml's default input type, each explained by double rounding
             "default_input_differences": (1, 400),
             "default_input_unexplained": 0,
-            # measured 108 536 / 17 390 / 12 343 estimated LUTs and a reduction of 8.8 (goal: at least 5)
+            # measured 108 536 / 17 390 / 12 343 estimated LUTs (seed 0; 12 053-12 387 for seeds 0-2) and a
+            # reduction of 8.8, 8.8, 9.0 (goal: at least 5)
             "estimated_luts_ptq16": (80_000, 140_000),
             "estimated_luts_qat_pruned": (8_000, 16_000),
             "resource_reduction_estimate": (5.0, 14.0),
-            # measured 8 and 15 cycles at 5 ns
+            # measured 7-8 and 15 cycles at 5 ns
             "latency_ns_qat_pruned": (25.0, 60.0),
             "latency_ns_ptq16": (50.0, 100.0),
         },
@@ -316,6 +319,8 @@ EXPECTATIONS = {
             "auc_firmware_training_sample": (0.92, 0.98),
             # measured 12 108, 11 900, 11 983 LUTs; full points up to 15 000
             "estimated_luts": (9_000, 15_000),
+            # measured 0.672, 0.670, 0.666; the quality test asks for 0.5 on fresh background (H_T alone: 0.36)
+            "explained_variance": (0.55, 0.8),
         },
     },
 }

@@ -177,3 +177,16 @@ def test_missing_input_quantizer_raises_value_error():
     model = tf.keras.Sequential([tf.keras.layers.Input((6,)), QDense(2, kernel_quantizer=_q(6, 0))])
     with pytest.raises(ValueError, match="first layer must be QActivation"):
         fpga.trace_qkeras_mlp(model)
+
+
+def test_widest_value_bits_flags_designs_past_the_emulators_64_bits(tiny):
+    _, _, comb = tiny
+    assert 8 <= fpga.widest_value_bits(comb) <= 32
+    chain = tf.keras.Sequential(
+        [tf.keras.layers.Input((6,)), QActivation(_q(14, 7))]
+        + [QDense(1, kernel_quantizer=_q(16, 15), bias_quantizer=_q(16, 15)) for _ in range(5)]
+    )
+    for layer in chain.layers[1:]:  # weights of 32 767: each dense layer adds 15 bits
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.full_like(kernel, 32767.0), bias])
+    assert fpga.widest_value_bits(fpga.trace_qkeras_mlp(chain)) > 64

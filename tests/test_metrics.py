@@ -57,3 +57,15 @@ def test_background_rejection_at_a_signal_efficiency():
     assert background_rejection(labels, scores, 0.5)[0] == 50.0
     # A perfect separation selects no background at all.
     assert background_rejection(np.r_[1, 1, 0], np.r_[2.0, 3.0, 1.0], 0.5) == (float("inf"), float("inf"))
+
+
+def test_quadratic_explained_variance_finds_what_the_latent_encodes():
+    from mlhep.metrics import quadratic_explained_variance
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(2000, 3))
+    inputs = np.column_stack([latent[:, 0] ** 2 - latent[:, 1], latent[:, 1] * latent[:, 2], 3 * latent[:, 2]])
+    assert quadratic_explained_variance(latent * 1e-6, inputs) > 1 - 1e-9  # any scale of the latent values
+    noise = rng.normal(size=(2000, 4))
+    assert abs(quadratic_explained_variance(latent, noise)) < 0.02
+    assert quadratic_explained_variance(np.zeros((2000, 3)), inputs) == pytest.approx(0.0, abs=1e-12)

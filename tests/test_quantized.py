@@ -6,12 +6,12 @@ import pytest
 pytest.importorskip("qkeras")
 
 from mlhep.quantized import (  # noqa: E402
-    MAX_BIT_OPERATIONS,
-    bit_operations,
+    MAX_WEIGHT_BITS,
     build_network,
     checked_hls_config,
     describe_network,
     example_network,
+    weight_bits,
 )
 from mlhep.trigger import N_INPUTS, scalar_ht, trigger_inputs  # noqa: E402
 
@@ -51,7 +51,9 @@ def test_description_round_trip_gives_the_same_network():
         (lambda d: d[1].update(kernel=np.ones((5, 4))), "kernel must have shape"),
         (lambda d: d[1].update(bias=np.full(4, np.nan)), "finite"),
         (lambda d: d[1].update(bits=40), "bits"),
-        (lambda d: d[1].update(bits=True), "integers"),
+        (lambda d: d[1].update(bits=True), "bits must be an integer"),
+        (lambda d: d[1].update(integer=-3), "integer must be an integer"),
+        (lambda d: d[1].update(kernel=np.full((6, 4), "1")), "numeric array"),
         (lambda d: d.append({"kind": "relu", "bits": 4, "integer": 2}), "end with a dense layer"),
         (lambda d: d.insert(1, {"kind": "lambda", "code": "import os"}), "kind"),
     ],
@@ -65,9 +67,27 @@ def test_a_malformed_description_is_refused(change, message):
 
 def test_a_network_too_large_to_trace_is_refused_before_it_is_built():
     wide = _description(units=(64, 64, 64, 3), bits=16, n_inputs=N_INPUTS)
-    assert bit_operations(wide) > MAX_BIT_OPERATIONS
-    with pytest.raises(ValueError, match="bit operations"):
+    assert weight_bits(wide) > MAX_WEIGHT_BITS
+    with pytest.raises(ValueError, match="weight bits"):
         build_network(wide, N_INPUTS)
+
+
+def test_weights_are_put_on_their_grid_before_counting_and_building():
+    description = _description()
+    description[1]["kernel"] = np.full((6, 4), 0.01)  # below half a step of a 4-bit weight (1/8): all zero
+    description[3]["kernel"] = np.full((4, 2), 1e300)  # saturates instead of becoming inf in float32
+    assert weight_bits(description) == 8 * 4
+    model = build_network(description, 6)
+    assert not np.any(model.layers[1].get_weights()[0]) and np.isfinite(model.layers[3].get_weights()[0]).all()
+
+
+def test_the_input_format_and_the_quantizers_between_dense_layers_are_required():
+    description = _description()
+    with pytest.raises(ValueError, match="quantized_bits"):
+        build_network(description, 6, input_format=(14, 7))
+    description.pop(2)  # the relu between the two dense layers
+    with pytest.raises(ValueError, match="relu quantizer must come between"):
+        build_network(description, 6)
 
 
 def test_checked_config_keeps_a_valid_configuration():
@@ -91,7 +111,12 @@ def test_checked_config_keeps_a_valid_configuration():
     [
         ({"LayerName": {"features": {"Precision": {"result": 'fixed<16,8>; system("x")'}}}}, "not a precision"),
         ({"LayerName": {"features": {"Precision": {"result": "fixed<16,8>\n#include <x>"}}}}, "not a precision"),
-        ({"LayerName": {"features": {"Precision": {"result; x": "fixed<16,8>"}}}}, "precision string"),
+        ({"LayerName": {"features": {"Precision": {"result; x": "fixed<16,8>"}}}}, "unknown precision variables"),
+        ({"LayerName": {"features": {"Precision": {"result": "fixed<\u0661\u0666,8>"}}}}, "not a precision"),
+        ({"LayerName": {"features": {"Precision": {"result": "fixed<99,-99,RND,SAT,99>"}}}}, "need fixed<W,I>"),
+        ({"LayerName": {"features": {"Precision": {"result": "int<0>"}}}}, "int<W>"),
+        ({"LayerName": {"features": {"Precision": {"result": "fixed<16,6,ROUND,SAT>"}}}}, "rounding in"),
+        ({"LayerName": {"features": {"Precision": {"result": {"a": "fixed<16,8>"}}}}}, "not a precision"),
         ({"LayerName": {"nowhere": {"Precision": "fixed<16,8>"}}}, "unknown layers"),
         ({"LayerName": {"features": {"Template": "int main(){}"}}}, "unknown key"),
         ({"Model": {"ReuseFactor": 10**12}}, "integer from 1"),
@@ -103,6 +128,13 @@ def test_checked_config_keeps_a_valid_configuration():
 def test_checked_config_refuses_anything_else(config, message):
     with pytest.raises(ValueError, match=message):
         checked_hls_config(config, LAYERS)
+
+
+def test_checked_config_writes_precisions_again_from_their_parts():
+    config = {"LayerName": {"features": {"Precision": {"result": " fixed< 16 , 8 ,RND_CONV, SAT > "}}}}
+    assert checked_hls_config(config, LAYERS)["LayerName"]["features"]["Precision"]["result"] == (
+        "fixed<16,8,RND_CONV,SAT>"
+    )
 
 
 def test_example_network_is_the_same_everywhere():
