@@ -82,6 +82,11 @@ setup() {
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
         "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --require-hashes -r requirements.lock
         "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+        # da4ml (lesson 06) compiles its numba functions on first use, a minute or more: once here, cached in
+        # the environment, instead of in a lesson, a test or every notebook the grader runs.
+        echo "== compiling da4ml's numba functions (once, about a minute and a half)"
+        "$VENV/bin/python" -c "from mlhep.fpga import warm_up; warm_up()" >/dev/null 2>&1 ||
+            echo "warning: da4ml's warm-up failed; lesson 06 will compile it on first use" >&2
         echo "$want" > "$stamp"
     fi
     "$VENV/bin/python" -m ipykernel install --sys-prefix --name mlhep \

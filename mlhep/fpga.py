@@ -306,6 +306,34 @@ def emulate(comb: Any, x: np.ndarray, n_threads: int = 1) -> np.ndarray:
     return comb.predict(quantize_inputs(comb, x), n_threads=n_threads)
 
 
+def warm_up() -> float:
+    """Trace and emulate a tiny network once, so that da4ml's numba functions are compiled and cached.
+
+    The first trace in a fresh environment compiles them (a minute or more on two cores); ``bash run.sh
+    setup`` calls this once so that lessons, tests and the grader find them compiled. Returns the seconds taken.
+    """
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    grid = quantized_bits(4, 0, alpha=1)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Input((6,)),
+            QActivation(quantized_bits(14, 7, alpha=1)),
+            QDense(4, kernel_quantizer=grid, bias_quantizer=grid),
+            QActivation(quantized_relu(4, 3)),
+            QDense(2, kernel_quantizer=grid, bias_quantizer=grid),
+        ]
+    )
+    for layer in model.layers[1::2]:
+        kernel, bias = layer.get_weights()
+        layer.set_weights([rng.uniform(-1, 1, kernel.shape), rng.uniform(-1, 1, bias.shape)])
+    emulate(trace_qkeras_mlp(model, score="sum_of_squares"), rng.normal(size=(10, 6)))
+    return time.perf_counter() - start
+
+
 def widest_value_bits(comb: Any) -> int:
     """The bit width of the widest value anywhere in the traced logic (inputs, adders, squares, outputs).
 

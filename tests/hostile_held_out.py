@@ -361,7 +361,7 @@ detector = tf.keras.Model(zero_input, zero_output)
 L06_OVERSIZED_DETECTOR = r"""
 # A wide 16-bit network, untrained: far too big to trace in the grader's time, let alone to fit the budget.
 big_input = tf.keras.layers.Input(shape=(57,))
-big = QActivation(quantized_bits(16, 7, alpha=1))(big_input)
+big = QActivation(quantized_bits(INPUT_BITS, INPUT_INTEGER_BITS, alpha=1))(big_input)
 big_grid = quantized_bits(16, 0, alpha=1)
 for big_units in (64, 64, 64, 64):
     big = QDense(big_units, kernel_quantizer=big_grid, bias_quantizer=big_grid)(big)
