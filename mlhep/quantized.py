@@ -36,11 +36,17 @@ _MODEL_KEYS = {"Precision", "ReuseFactor", "Strategy", "BramFactor", "TraceOutpu
 
 
 def _quantizer_bits(quantizer: Any, where: str) -> tuple[int, int]:
-    config = quantizer.get_config()
-    alpha = config.get("alpha", 1)
-    if alpha not in (1, 1.0, None):
-        raise ValueError(f"{where}: alpha={alpha!r}; use alpha=1 so that weights lie on a fixed-point grid")
-    return int(config["bits"]), int(config["integer"])
+    # (bits, integer) as build_network's quantized_bits / quantized_relu take them, read by the same checks
+    # the firmware's tracer applies (alpha=1, no stochastic rounding, signed and not symmetric for quantized_bits).
+    from . import fpga
+
+    if type(quantizer).__name__ == "quantized_relu":
+        _, integer, fraction, _ = fpga._relu_format(quantizer, where)
+        return integer + fraction, integer
+    keep_negative, integer, fraction, symmetric = fpga._bits_format(quantizer, where)
+    if not keep_negative or symmetric:
+        raise ValueError(f"{where}: use a signed, non-symmetric quantized_bits (keep_negative=1, symmetric=0)")
+    return 1 + integer + fraction, integer
 
 
 def describe_network(model: Any) -> list[dict]:
