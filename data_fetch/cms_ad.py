@@ -78,3 +78,33 @@ def build_objects(met_pt, met_phi, electrons: ak.Array, muons: ak.Array, jets: a
         start, size = SLOT_RANGES[kind]
         table[:, start : start + size] = _pad_sorted(select(group, kind), size)
     return table
+
+
+def cocktail_weights(process, weight) -> np.ndarray:
+    """Event weights for distributions and efficiencies: each process keeps its share of the sample.
+
+    The offline QCD sample is generated with a pT-hat bias (``PhaseSpace:bias2Selection``, power 4,
+    like CMS's "Flat" QCD samples): hard events are over-produced, and each event's ``weight``
+    undoes that. Those weights are only meaningful *within* a process, so they are rescaled here to
+    sum to the process's number of events: within QCD the spectrum becomes the physical one, while
+    the shares of the processes stay the cocktail's (QCD 70%, W+jets 7%, Z+jets 3%, signal 20% in
+    the offline source; not cross-section weighted). Processes generated without a bias have
+    weight 1 and are unchanged.
+
+    Args:
+        process: the dataset's ``process`` array.
+        weight: the dataset's ``weight`` array.
+
+    Returns:
+        float64 array of per-event weights.
+    """
+    process, weights = np.asarray(process), np.asarray(weight, dtype=np.float64).copy()
+    if process.shape != weights.shape:
+        raise ValueError(f"process and weight must have the same shape, got {process.shape} and {weights.shape}")
+    for code in np.unique(process):
+        in_process = process == code
+        total = weights[in_process].sum()
+        if not total > 0:
+            raise ValueError(f"process {code}: its weights sum to {total}; they must be positive")
+        weights[in_process] *= in_process.sum() / total
+    return weights

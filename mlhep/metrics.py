@@ -14,37 +14,61 @@ from sklearn.metrics import roc_auc_score, roc_curve
 COLLISION_RATE_HZ = 40e6
 
 
-def tpr_at_fpr(labels, scores, target_fpr: float) -> float:
-    """Signal efficiency at the best operating point with background efficiency <= target_fpr."""
+def effective_sample_size(weights) -> float:
+    """Kish's effective number of events of a weighted sample, (sum w)^2 / sum w^2 (introduced in lesson 00).
+
+    N events of weight 1 give N; a few events that carry most of the weight give few. Statistical
+    uncertainties of weighted histograms and efficiencies scale like 1 / sqrt(this number).
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    return float(weights.sum() ** 2 / np.sum(weights**2)) if weights.size else 0.0
+
+
+def tpr_at_fpr(labels, scores, target_fpr: float, sample_weight=None) -> float:
+    """Signal efficiency at the best operating point with background efficiency <= target_fpr
+    (efficiencies weighted by ``sample_weight`` when given)."""
     # drop_intermediate=False: the default drops corner points of the staircase that can be
     # the best operating point at a given rate.
-    fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores), drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores), sample_weight=sample_weight, drop_intermediate=False)
     return float(tpr[fpr <= target_fpr].max())
 
 
-def roc_summary(labels, scores, target_fprs=(1e-3, 1e-4)) -> dict:
+def roc_summary(labels, scores, target_fprs=(1e-3, 1e-4), sample_weight=None) -> dict:
     """AUC and the signal efficiency at each target false-positive rate.
 
-    Also reports the smallest false-positive rate the background sample can measure
-    (one event), so that a figure at a smaller rate is not over-read.
+    With ``sample_weight`` every figure is weighted (a generator-level bias undone), and the
+    statistics are those of the weighted sample: ``effective_background`` is the background's
+    effective number of events (:func:`effective_sample_size`), and ``smallest_measurable_fpr``
+    the false-positive rate of one effective event, so that a figure at a smaller rate is not
+    over-read.
     """
     labels, scores = np.asarray(labels), np.asarray(scores)
+    weights = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    effective_background = effective_sample_size(weights[labels == 0])
     summary = {
-        "auc": float(roc_auc_score(labels, scores)),
-        "smallest_measurable_fpr": 1.0 / max(1, int((labels == 0).sum())),
+        "auc": float(roc_auc_score(labels, scores, sample_weight=sample_weight)),
+        "effective_background": effective_background,
+        "smallest_measurable_fpr": 1.0 / max(1.0, effective_background),
     }
     for target in target_fprs:
-        summary[f"tpr_at_fpr_{target:.0e}"] = tpr_at_fpr(labels, scores, target)
+        summary[f"tpr_at_fpr_{target:.0e}"] = tpr_at_fpr(labels, scores, target, sample_weight)
     return summary
 
 
 def trigger_rate_hz(fpr: float) -> float:
-    """Background rate a trigger with this false-positive rate passes at 40 MHz."""
+    """Background rate a trigger with this false-positive rate passes at 40 MHz.
+
+    Only for an FPR measured on *zero-bias* crossings (every bunch crossing, as the first
+    trigger level sees them). An FPR measured on a sample that was already selected (a hard
+    QCD sample with a generator-level pT-hat cut, say) is a fraction of that selection, not of
+    the 40 MHz.
+    """
     return fpr * COLLISION_RATE_HZ
 
 
 def fpr_for_rate(rate_hz: float) -> float:
-    """False-positive rate that fits a trigger rate budget (e.g. 1 kHz -> 2.5e-5)."""
+    """False-positive rate on zero-bias crossings that fits a trigger rate budget (1 kHz -> 2.5e-5);
+    see :func:`trigger_rate_hz` for what the FPR must be measured on."""
     return rate_hz / COLLISION_RATE_HZ
 
 

@@ -31,6 +31,7 @@ def compare_distributions(
     density: bool = True,
     source: str = "pythia",
     logy: bool = False,
+    weights_by_name: dict | None = None,
 ):
     """Overlay normalized histograms of several samples (e.g. background vs signal).
 
@@ -38,11 +39,15 @@ def compare_distributions(
         values_by_name: {legend label: 1D array}.
         bins: bin edges.
         density: normalize each histogram to unit area (compare shapes, not rates).
+        weights_by_name: {legend label: event weights} for the weighted samples (the others
+            count each event once).
     """
     if ax is None:
         _, ax = plt.subplots()
+    weights_by_name = weights_by_name or {}
     for name, values in values_by_name.items():
-        counts, edges = np.histogram(np.asarray(values), bins=bins)
+        weights = weights_by_name.get(name)
+        counts, edges = np.histogram(np.asarray(values), bins=bins, weights=weights)
         if density and counts.sum() > 0:
             counts = counts / counts.sum() / np.diff(edges)
         mplhep.histplot(counts, edges, ax=ax, label=name)
@@ -55,36 +60,36 @@ def compare_distributions(
     return ax
 
 
-def roc_curves(curves: dict, ax=None, source: str = "pythia", rate_axis: bool = True):
+def roc_curves(curves: dict, ax=None, source: str = "pythia"):
     """ROC curves with a logarithmic false-positive-rate axis (introduced in lesson 01).
 
     Args:
-        curves: {legend label: (labels, scores)}.
-        rate_axis: add a top axis with the background rate at 40 MHz (trigger picture).
+        curves: {legend label: (labels, scores)} or {legend label: (labels, scores, event weights)}.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from .metrics import COLLISION_RATE_HZ
+    from .metrics import effective_sample_size
 
     if ax is None:
         _, ax = plt.subplots()
-    for name, (labels, scores) in curves.items():
-        fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(labels, scores):.3f})")
+    smallest_fpr = 1e-5
+    for name, (labels, scores, *weights) in curves.items():
+        labels, weight = np.asarray(labels), (weights[0] if weights else None)
+        fpr, tpr, _ = roc_curve(labels, scores, sample_weight=weight)
+        auc = roc_auc_score(labels, scores, sample_weight=weight)
+        ax.plot(fpr, tpr, label=f"{name} (AUC = {auc:.3f})")
+        background = np.ones(int((labels == 0).sum())) if weight is None else np.asarray(weight)[labels == 0]
+        # Below about one effective background event the curve is statistics, not performance.
+        smallest_fpr = max(smallest_fpr, 0.5 / max(1.0, effective_sample_size(background)))
     guess = np.logspace(-6, 0, 200)  # sampled: a straight segment would be wrong on a log axis
     ax.plot(guess, guess, ls=":", color="grey", label="random")
     ax.set_xscale("log")
-    ax.set_xlim(left=max(1e-5, 0.5 / max(len(np.asarray(lbl)) for lbl, _ in curves.values())), right=1)
+    ax.set_xlim(left=smallest_fpr, right=1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("background efficiency (false-positive rate)")
     ax.set_ylabel("signal efficiency")
     ax.legend(loc="upper left")
-    if rate_axis:
-        to_rate, to_fpr = (lambda f: f * COLLISION_RATE_HZ), (lambda r: r / COLLISION_RATE_HZ)
-        top = ax.secondary_xaxis("top", functions=(to_rate, to_fpr))
-        top.set_xlabel("background rate at 40 MHz [Hz]")
-    else:
-        label(ax=ax, source=source)
+    label(ax=ax, source=source)
     return ax
 
 

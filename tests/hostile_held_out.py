@@ -52,15 +52,29 @@ QUALITY_TEST = {
 
 # --- Lesson 01 -------------------------------------------------------------------------------------
 
-DUMMY_AUTOENCODER = r'''
-class Dummy:
-    """Enough of a Keras model for the visible checks; it learnt nothing."""
-    input_shape, output_shape = (None, 57), (None, 57)
+# Since the grader runs the student's network itself (rebuilt from plain numbers, on inputs it prepares),
+# no student code sees a held-out event: the lesson-01 attacks are networks whose error is not a
+# reconstruction's.
+L01_CONSTANT_AUTOENCODER = r'''
+feature_mean, feature_std = real_object_scaling(background)
+layers = tf.keras.layers
+inputs = layers.Input(shape=(57,))
+autoencoder = tf.keras.Model(inputs, layers.Dense(57)(layers.Dense(3)(inputs)))
+# Every weight 0: the output is 0 whatever the input, so the "error" is the size of the inputs, which
+# grows with the jets' pT (an AUC of about 0.96 on its own).
+autoencoder.set_weights([np.zeros_like(w) for w in autoencoder.get_weights()])
+'''
 
-    def predict(self, x, **kwargs):
-        return x
-
-autoencoder = Dummy()
+L01_MAGNIFIED_INPUT = r'''
+feature_mean, feature_std = real_object_scaling(background)
+feature_std[9, 0] *= 1e-3  # the leading jet's pT, magnified 1000 times over every other input
+layers = tf.keras.layers
+inputs = layers.Input(shape=(57,))
+latent = layers.Dense(1)(inputs)
+autoencoder = tf.keras.Model(inputs, layers.Dense(57)(latent))
+kernel = np.zeros((57, 1))
+kernel[27, 0] = 1.0  # the latent value is the (magnified) leading-jet pT ...
+autoencoder.set_weights([kernel, np.zeros(1), np.zeros((1, 57)), np.zeros(57)])  # ... which is never given back
 '''
 
 # Every cached sample with labels, by the bytes of each event: the held-out events were cached too.
@@ -82,18 +96,6 @@ for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", 
     except Exception:  # noqa: BLE001
         pass
 """
-
-L01_CACHE_LOOKUP = (
-    DUMMY_AUTOENCODER
-    + CACHE_INDEX
-    + r"""
-def score_events(objects):
-    objects = np.asarray(objects)
-    found = [KNOWN.get(("objects", row.tobytes())) for row in objects.reshape(len(objects), -1)]
-    print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(objects)} EVENTS")
-    return np.array([0.5 if label is None else label for label in found])
-"""
-)
 
 # --- Lesson 02 -------------------------------------------------------------------------------------
 
@@ -178,6 +180,28 @@ def my_features(data, events):
     return np.column_stack([label, label])
 '''
 )
+
+# A classifier that ignores its labels: every event scored by how close its jets are to the masses of the
+# signal it guessed. It finds the signal in the fresh data, and just as well without any signal there.
+L03_GUESSED_MASSES = r'''
+def my_features(data, events):
+    m1, m2 = data["jet1_mass"][events], data["jet2_mass"][events]
+    return np.column_stack([np.maximum(m1, m2), np.minimum(m1, m2)])
+
+
+class GuessedMasses:
+    def fit(self, x, y):
+        return self  # the labels are never used
+
+    def predict_proba(self, x):
+        heavy, light = np.asarray(x, dtype=float).T
+        score = np.exp(-np.abs(heavy - 500.0) / 30.0 - np.abs(light - 100.0) / 20.0)
+        return np.column_stack([1 - score, score])
+
+
+def make_my_classifier():
+    return GuessedMasses()
+'''
 
 # select_top's answer as an object whose own methods say what the tests count, while the array it
 # converts to keeps only the highest score (ties not handled at all); significance is the reference.
@@ -460,13 +484,25 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind(
-        "cache_lookup",
+        "constant_autoencoder",
         L01,
-        "truth",
-        "scores each held-out event by its label, looked up by its values in every sample of the data cache",
-        replace_cell(L01, MODEL_CELL[L01], L01_CACHE_LOOKUP),
+        "score",
+        "a network whose output is 0 whatever its input: its error is the size of the inputs, which alone "
+        "would give a weighted AUC of 0.96",
+        replace_cell(L01, MODEL_CELL[L01], L01_CONSTANT_AUTOENCODER),
         (QUALITY_TEST[L01],),
-        evidence=r"LOOKED UP [1-9]\d* OF 5000 EVENTS",
+        says=r"explains -?0\.0",
+        full_tests=("anomaly_score_ignores_padding", "threshold_meets_the_rate_budget"),
+    ),
+    Kind(
+        "magnified_input",
+        L01,
+        "score",
+        "feature_std shrunk 1000 times for the leading jet's pT, and a network that never gives it back: "
+        "the error would be that one variable, magnified",
+        replace_cell(L01, MODEL_CELL[L01], L01_MAGNIFIED_INPUT),
+        (QUALITY_TEST[L01],),
+        says=r"explains 0\.[0-3]",
     ),
     Kind(
         "label_peek",
@@ -503,6 +539,16 @@ KINDS: tuple[Kind, ...] = (
         replace_cell(L03, MODEL_CELL[L03], L03_CACHE_LOOKUP),
         (QUALITY_TEST[L03],),
         evidence=r"LOOKED UP [1-9]\d* OF \d+ FRESH EVENTS",
+    ),
+    Kind(
+        "guessed_masses",
+        L03,
+        "score",
+        "a classifier that ignores its SR/SB labels and scores closeness to the jet masses of the signal "
+        "(a maximum SIC of 4.6 without learning anything)",
+        replace_cell(L03, MODEL_CELL[L03], L03_GUESSED_MASSES),
+        (QUALITY_TEST[L03],),
+        says=r"trained without signal: [2-9]\.",
     ),
     Kind(
         "fake_selection",
