@@ -81,6 +81,9 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("reweighting", "ci", 20_000, 0, (_L02,)),
     Sample("reweighting", "exercise", 20_000, 0, (_E02,)),
     Sample("reweighting", "held_out", 10_000, None, (_E02,)),
+    # shower_scan (lesson 02, DCTR): 30% nominal, 8% at each of seven couplings, 14% pseudo-data.
+    Sample("shower_scan", "lecture", 200_000, 0, (_L02,)),
+    Sample("shower_scan", "ci", 20_000, 0, (_L02,)),
     # dijet_resonance (lesson 03): 90% QCD, 10% W' signal pool from which the lesson injects. The
     # held-out sample is as large as the exercise's: CWoLa needs a few thousand QCD events in the
     # signal region to learn anything.

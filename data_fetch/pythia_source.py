@@ -470,6 +470,7 @@ def _build_reweighting(particles: ak.Array, rng: np.random.Generator) -> dict:
 BUILDERS = {
     "cms_ad": Builder(_build_cms_ad, lambda: {"detector": DETECTOR, "selection": cms_ad.SELECTION}),
     "reweighting": Builder(_build_reweighting, lambda: {"jet_observables": JET_OBSERVABLES}),
+    "shower_scan": Builder(_build_reweighting, lambda: {"jet_observables": JET_OBSERVABLES}),
     "dijet_resonance": Builder(
         lambda particles, rng: large_r_dijets(particles),  # no smearing
         lambda: {"large_r_jets": LARGE_R_JETS},

@@ -216,6 +216,54 @@ REWEIGHTING = DatasetSpec(
     sources=("pythia",),
 )
 
+# DCTR (lesson 02): the same dijets at several final-state shower couplings. Pythia's default is
+# 0.1365; the grid spans it, and the "pseudo-data" value lies between grid points, so that a fit
+# must interpolate.
+SHOWER_SCAN_NOMINAL = 0.1365
+SHOWER_SCAN_GRID = (0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16)
+SHOWER_SCAN_PSEUDO_DATA = 0.1225
+_SHOWER_SCAN_SAMPLES = (
+    ("nominal", SHOWER_SCAN_NOMINAL, 0.30),
+    *((f"grid_{round(1000 * value)}", value, 0.08) for value in SHOWER_SCAN_GRID),
+    ("pseudo_data", SHOWER_SCAN_PSEUDO_DATA, 0.14),
+)
+#: TimeShower:alphaSvalue of each process code of the shower_scan dataset.
+SHOWER_SCAN_ALPHA_S = tuple(value for _, value, _ in _SHOWER_SCAN_SAMPLES)
+
+SHOWER_SCAN = DatasetSpec(
+    name="shower_scan",
+    description=(
+        "The dijets of `reweighting` at several final-state shower couplings TimeShower:alphaSvalue: the "
+        "nominal 0.1365 (Pythia's default), a grid from 0.10 to 0.16, and a 'pseudo-data' sample at 0.1225 "
+        "(lesson 02, the parametrized reweighting of DCTR)."
+    ),
+    schema={
+        **{key: value for key, value in REWEIGHTING.schema.items() if key not in ("label", "process")},
+        "label": ArraySchema("int8", _F32, "0 = nominal, 1 = any other coupling"),
+        "process": ArraySchema(
+            "int8",
+            _F32,
+            "the coupling's index: alpha_s = data_fetch.registry.SHOWER_SCAN_ALPHA_S[process] "
+            + "("
+            + ", ".join(f"{code} {value}" for code, value in enumerate(SHOWER_SCAN_ALPHA_S))
+            + ")",
+        ),
+    },
+    default_n_events=200_000,
+    processes=tuple(
+        GeneratedProcess(
+            name, code, int(code > 0), fraction, _DIJET_SETTINGS + (f"TimeShower:alphaSvalue = {value}",)
+        )
+        for code, (name, value, fraction) in enumerate(_SHOWER_SCAN_SAMPLES)
+    ),
+    notes=(
+        "Jets and observables exactly as in `reweighting` (particle level, anti-kT R=0.8, MPI off). Shares: "
+        "nominal 30%, each of the seven grid values 8%, pseudo-data 14%. Only the pythia source exists for "
+        "this dataset."
+    ),
+    sources=("pythia",),
+)
+
 _WPRIME_SETTINGS = (
     # W'(3.5 TeV) -> X(500 GeV) Y(100 GeV), both decaying to quarks: two boosted, two-pronged
     # large-R jets, like the LHC Olympics 2020 R&D signal. The mass windows keep the
@@ -351,7 +399,7 @@ TOP_TAGGING = DatasetSpec(
     sources=("pythia",),
 )
 
-DATASETS = {spec.name: spec for spec in (CMS_AD, REWEIGHTING, DIJET_RESONANCE, TOP_TAGGING)}
+DATASETS = {spec.name: spec for spec in (CMS_AD, REWEIGHTING, SHOWER_SCAN, DIJET_RESONANCE, TOP_TAGGING)}
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -138,7 +138,9 @@ def describe_autoencoder(model: Any) -> list[dict]:
             axis = config.get("axis", -1)
             if axis not in (-1, [-1], 1, [1]):
                 raise ValueError(f"{layer.name}: only BatchNormalization over the last axis is supported")
-            weights = {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), np.float64) for w in layer.weights}
+            weights = {
+                w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), np.float64) for w in layer.weights
+            }
             n = weights["moving_mean"].shape[0]
             description.append(
                 {
@@ -153,8 +155,14 @@ def describe_autoencoder(model: Any) -> list[dict]:
         elif kind == "LeakyReLU":
             description.append({"kind": "activation", "activation": "leaky_relu", "alpha": float(config["alpha"])})
         elif kind == "ReLU":
-            if config.get("max_value") is not None or config.get("threshold", 0) or config.get("negative_slope", 0):
-                raise ValueError(f"{layer.name}: only a plain ReLU is supported (no max_value, threshold or slope)")
+            if (
+                config.get("max_value") is not None
+                or config.get("threshold", 0)
+                or config.get("negative_slope", 0)
+            ):
+                raise ValueError(
+                    f"{layer.name}: only a plain ReLU is supported (no max_value, threshold or slope)"
+                )
             description.append({"kind": "activation", "activation": "relu"})
         elif kind == "Activation":
             description.append({"kind": "activation", "activation": str(config["activation"])})
@@ -215,18 +223,21 @@ def checked_autoencoder(description: Any, n_inputs: int = N_INPUTS) -> list[dict
             )
             width = units
         elif kind == "batch_norm":
-            entry = {"kind": "batch_norm"}
+            norm: dict[str, Any] = {"kind": "batch_norm"}
             for key in ("gamma", "beta", "mean", "variance"):
-                entry[key] = _array(layer.get(key), (width,), f"{where} {key}")
-            entry["epsilon"] = float(_array(layer.get("epsilon"), (), f"{where} epsilon"))
-            if np.any(entry["variance"] < 0) or entry["epsilon"] <= 0:
+                norm[key] = _array(layer.get(key), (width,), f"{where} {key}")
+            norm["epsilon"] = float(_array(layer.get("epsilon"), (), f"{where} epsilon"))
+            if np.any(norm["variance"] < 0) or norm["epsilon"] <= 0:
                 raise ValueError(f"{where}: variances must be >= 0 and epsilon > 0")
-            checked.append(entry)
+            checked.append(norm)
         elif kind == "activation":
-            entry = {"kind": "activation", "activation": _activation_name(layer.get("activation"), where)}
-            if entry["activation"] == "leaky_relu":
-                entry["alpha"] = float(_array(layer.get("alpha", 0.2), (), f"{where} alpha"))
-            checked.append(entry)
+            activation: dict[str, Any] = {
+                "kind": "activation",
+                "activation": _activation_name(layer.get("activation"), where),
+            }
+            if activation["activation"] == "leaky_relu":
+                activation["alpha"] = float(_array(layer.get("alpha", 0.2), (), f"{where} alpha"))
+            checked.append(activation)
         else:
             raise ValueError(f"{where}: kind must be 'dense', 'batch_norm' or 'activation', got {kind!r}")
     dense = [layer for layer in checked if layer["kind"] == "dense"]
@@ -273,7 +284,9 @@ def reconstruct(description: list[dict], x, until: int | None = None) -> np.ndar
             if layer["kind"] == "dense":
                 h = _activate(h @ layer["kernel"] + layer["bias"], layer["activation"])
             elif layer["kind"] == "batch_norm":
-                h = (h - layer["mean"]) / np.sqrt(layer["variance"] + layer["epsilon"]) * layer["gamma"] + layer["beta"]
+                h = (h - layer["mean"]) / np.sqrt(layer["variance"] + layer["epsilon"]) * layer["gamma"] + layer[
+                    "beta"
+                ]
             else:
                 h = _activate(h, layer["activation"], layer.get("alpha", 0.2))
     return h

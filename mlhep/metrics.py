@@ -29,7 +29,9 @@ def tpr_at_fpr(labels, scores, target_fpr: float, sample_weight=None) -> float:
     (efficiencies weighted by ``sample_weight`` when given)."""
     # drop_intermediate=False: the default drops corner points of the staircase that can be
     # the best operating point at a given rate.
-    fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores), sample_weight=sample_weight, drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(
+        np.asarray(labels), np.asarray(scores), sample_weight=sample_weight, drop_intermediate=False
+    )
     return float(tpr[fpr <= target_fpr].max())
 
 

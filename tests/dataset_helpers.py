@@ -100,6 +100,30 @@ DATASETS = [
         info_mentions=("jet_n_constituents", "sources: pythia", "[GeV]"),
     ),
     DatasetCase(
+        "shower_scan",
+        processes=(
+            ("nominal", 0, 0, 0.30),
+            *((f"grid_{v}", code, 1, 0.08) for code, v in enumerate((100, 110, 120, 130, 140, 150, 160), start=1)),
+            ("pseudo_data", 8, 1, 0.14),
+        ),
+        sources=("pythia",),
+        default_n_events=200_000,
+        n_small=100,
+        seed=5,
+        small_counts={0: 30, **{code: 8 for code in range(1, 8)}, 8: 14},
+        plan_n=1000,
+        plan_counts={
+            "nominal": 300,
+            **{f"grid_{v}": 80 for v in (100, 110, 120, 130, 140, 150, 160)},
+            "pseudo_data": 140,
+        },
+        varying="jet_pt",
+        pythia_change=("grid_120", "TimeShower:alphaSvalue = 0.12", "TimeShower:alphaSvalue = 0.121"),
+        builder_setting=("JET_OBSERVABLES", "jet_radius", 1.0),
+        info_mentions=("jet_n_constituents", "sources: pythia", "SHOWER_SCAN_ALPHA_S"),
+        n_repro=9,  # one task per process
+    ),
+    DatasetCase(
         "dijet_resonance",
         processes=(("qcd", 0, 0, 0.9), ("wprime_xy", 1, 1, 0.1)),
         sources=("pythia",),

@@ -55,7 +55,7 @@ QUALITY_TEST = {
 # Since the grader runs the student's network itself (rebuilt from plain numbers, on inputs it prepares),
 # no student code sees a held-out event: the lesson-01 attacks are networks whose error is not a
 # reconstruction's.
-L01_CONSTANT_AUTOENCODER = r'''
+L01_CONSTANT_AUTOENCODER = r"""
 feature_mean, feature_std = real_object_scaling(background)
 layers = tf.keras.layers
 inputs = layers.Input(shape=(57,))
@@ -63,9 +63,9 @@ autoencoder = tf.keras.Model(inputs, layers.Dense(57)(layers.Dense(3)(inputs)))
 # Every weight 0: the output is 0 whatever the input, so the "error" is the size of the inputs, which
 # grows with the jets' pT (an AUC of about 0.96 on its own).
 autoencoder.set_weights([np.zeros_like(w) for w in autoencoder.get_weights()])
-'''
+"""
 
-L01_MAGNIFIED_INPUT = r'''
+L01_MAGNIFIED_INPUT = r"""
 feature_mean, feature_std = real_object_scaling(background)
 feature_std[9, 0] *= 1e-3  # the leading jet's pT, magnified 1000 times over every other input
 layers = tf.keras.layers
@@ -75,7 +75,7 @@ autoencoder = tf.keras.Model(inputs, layers.Dense(57)(latent))
 kernel = np.zeros((57, 1))
 kernel[27, 0] = 1.0  # the latent value is the (magnified) leading-jet pT ...
 autoencoder.set_weights([kernel, np.zeros(1), np.zeros((1, 57)), np.zeros(57)])  # ... which is never given back
-'''
+"""
 
 # Every cached sample with labels, by the bytes of each event: the held-out events were cached too.
 CACHE_INDEX = r"""
@@ -183,7 +183,7 @@ def my_features(data, events):
 
 # A classifier that ignores its labels: every event scored by how close its jets are to the masses of the
 # signal it guessed. It finds the signal in the fresh data, and just as well without any signal there.
-L03_GUESSED_MASSES = r'''
+L03_GUESSED_MASSES = r"""
 def my_features(data, events):
     m1, m2 = data["jet1_mass"][events], data["jet2_mass"][events]
     return np.column_stack([np.maximum(m1, m2), np.minimum(m1, m2)])
@@ -201,7 +201,7 @@ class GuessedMasses:
 
 def make_my_classifier():
     return GuessedMasses()
-'''
+"""
 
 # select_top's answer as an object whose own methods say what the tests count, while the array it
 # converts to keeps only the highest score (ties not handled at all); significance is the reference.

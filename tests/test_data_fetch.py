@@ -123,3 +123,16 @@ def test_benchmark_compares_with_a_bare_pythia_loop():
     result = pythia_source.benchmark(CMS_AD, 240, workers=1, progress=False)
     assert result["n_events"] == 240
     assert 0.5 < result["ratio"] < 1.05, result
+
+
+def test_cocktail_weights_undo_the_bias_within_each_process_and_keep_the_shares():
+    process = np.array([0, 0, 0, 1, 1, 3])
+    weight = np.array([1e-4, 0.5, 1.0, 1.0, 1.0, 2.0])
+    weights = cms_ad.cocktail_weights(process, weight)
+    assert [weights[process == code].sum() for code in (0, 1, 3)] == pytest.approx([3, 2, 1])
+    # Within a process the ratios of the generator weights survive.
+    assert weights[1] / weights[2] == pytest.approx(0.5) and weights[0] / weights[2] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="same shape"):
+        cms_ad.cocktail_weights(process, weight[:-1])
+    with pytest.raises(ValueError, match="must be positive"):
+        cms_ad.cocktail_weights(process, np.where(process == 1, 0.0, weight))

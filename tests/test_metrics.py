@@ -69,3 +69,23 @@ def test_quadratic_explained_variance_finds_what_the_latent_encodes():
     noise = rng.normal(size=(2000, 4))
     assert abs(quadratic_explained_variance(latent, noise)) < 0.02
     assert quadratic_explained_variance(np.zeros((2000, 3)), inputs) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weighted_roc_summary_and_effective_sample_size():
+    from sklearn.metrics import roc_auc_score
+
+    from mlhep.metrics import effective_sample_size, roc_summary
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [2000, 500])
+    scores = rng.normal(labels, 1.0)
+    weights = np.where(labels == 0, rng.exponential(1.0, len(labels)), 1.0)
+    summary = roc_summary(labels, scores, sample_weight=weights)
+    assert summary["auc"] == pytest.approx(roc_auc_score(labels, scores, sample_weight=weights))
+    assert summary["effective_background"] == pytest.approx(effective_sample_size(weights[labels == 0]))
+    assert summary["smallest_measurable_fpr"] == pytest.approx(1 / summary["effective_background"])
+    # Unweighted: every event counts once.
+    assert roc_summary(labels, scores)["effective_background"] == pytest.approx(2000)
+    # Exponential weights are worth about half their number of events: (E w)^2 / E w^2 = 1/2.
+    assert 800 < summary["effective_background"] < 1200
+    assert effective_sample_size(np.ones(7)) == pytest.approx(7) and effective_sample_size([]) == 0.0
