@@ -208,9 +208,9 @@ EXPECTATIONS = {
         "parameters": DIJET_RESONANCE_CI,
         "figures": {
             "source": "pythia",
-            # measured 3168 triggered events (3010 QCD + 158 injected signal)
+            # measured 3109 triggered events (about 2 960 QCD + 150 injected signal)
             "events_in_signal_region": (3000, 3350),
-            # measured 81 of the 106 events kept at 1% (73 of them signal); with no signal
+            # measured 73 of the 106 events kept at 1% (66 of them signal); with no signal
             # about 30% of them, 32, would be in the SR
             "selected_in_signal_region_1pct": (50, 106),
         },
