@@ -1,6 +1,7 @@
-"""Hostile submissions of lessons 01-05: reaching the held-out truth, and the grader's own resources.
+"""Hostile submissions of lessons 01-06: reaching the held-out truth, scoring without the method, and the
+grader's own resources.
 
-The quality tests of lessons 01-05 judge the student's model on held-out events whose labels stay in
+The quality tests of lessons 01-06 judge the student's model on held-out events whose labels stay in
 the grader. Each kind here is the reference solution with its model cell replaced by an attack that
 trains nothing, so the quality test (``QUALITY_TEST``) must give it 0 points; the other tasks keep
 the reference's answers and their points.
@@ -201,6 +202,12 @@ class GuessedMasses:
 
 def make_my_classifier():
     return GuessedMasses()
+"""
+
+# A "significance" that is calibrated by construction and sees nothing: a standard normal number per call.
+L03_RANDOM_SIGNIFICANCE = r"""
+def bump_hunt_z(mjj):
+    return float(np.random.default_rng(len(mjj)).normal())
 """
 
 # select_top's answer as an object whose own methods say what the tests count, while the array it
@@ -549,6 +556,16 @@ KINDS: tuple[Kind, ...] = (
         replace_cell(L03, MODEL_CELL[L03], L03_GUESSED_MASSES),
         (QUALITY_TEST[L03],),
         says=r"trained without signal: [2-9]\.",
+    ),
+    Kind(
+        "random_significance",
+        L03,
+        "score",
+        "bump_hunt_z returns a standard normal number: perfectly calibrated without signal, blind with it",
+        replace_cell(L03, "bump_hunt_solution", L03_RANDOM_SIGNIFICANCE),
+        ("bump_hunt_is_calibrated_and_finds_a_bump",),
+        says="must raise Z by far more than 3",
+        full_tests=("cwola_classifier_significance_improvement",),
     ),
     Kind(
         "fake_selection",
