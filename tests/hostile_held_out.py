@@ -204,6 +204,31 @@ def make_my_classifier():
     return GuessedMasses()
 """
 
+# The guessed masses again, but only in the fits it expects to be the grader's data: the notebook's own five,
+# then five more. Were the grader's control trained after its data, this would pass it.
+L03_ORDER_AWARE = (
+    L03_GUESSED_MASSES
+    + r"""
+FITS = []
+
+
+class OrderAware(GuessedMasses):
+    def fit(self, x, y):
+        FITS.append(len(x))
+        self.guessing = 6 <= len(FITS) <= 10
+        return self
+
+    def predict_proba(self, x):
+        if self.guessing:
+            return super().predict_proba(x)
+        return np.full((len(x), 2), 0.5)
+
+
+def make_my_classifier():
+    return OrderAware()
+"""
+)
+
 # A "significance" that is calibrated by construction and sees nothing: a standard normal number per call.
 L03_RANDOM_SIGNIFICANCE = r"""
 def bump_hunt_z(mjj):
@@ -554,6 +579,16 @@ KINDS: tuple[Kind, ...] = (
         "a classifier that ignores its SR/SB labels and scores closeness to the jet masses of the signal "
         "(a maximum SIC of 4.6 without learning anything)",
         replace_cell(L03, MODEL_CELL[L03], L03_GUESSED_MASSES),
+        (QUALITY_TEST[L03],),
+        says=r"trained without signal: [2-9]\.",
+    ),
+    Kind(
+        "order_aware",
+        L03,
+        "score",
+        "the guessed masses only in the fits that come right after the notebook's own, where the grader's data "
+        "would be if it trained its control afterwards",
+        replace_cell(L03, MODEL_CELL[L03], L03_ORDER_AWARE),
         (QUALITY_TEST[L03],),
         says=r"trained without signal: [2-9]\.",
     ),

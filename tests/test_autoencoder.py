@@ -133,6 +133,7 @@ def dense(n_in, n_out, activation="linear"):
         ([dense(57, 3), {"kind": "batch_norm", "gamma": np.ones(3)}, dense(3, 57)], "beta"),
         ("not a list", "list of"),
         ([dense(57, 3)] + [dense(3, 3)] * 60 + [dense(3, 57)], "list of"),
+        ([dense(57, 300), dense(300, 3), dense(3, 57)], "1 to 256"),
     ],
 )
 def test_checked_autoencoder_refuses_what_it_would_not_run(description, message):
