@@ -30,6 +30,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
+    def select(self, rows) -> Dataset:
+        """The events ``rows`` (a boolean mask or indices) as a dataset of their own, same source and metadata."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool and rows.shape != (len(self),):
+            raise ValueError(f"a mask of {len(self)} events is needed, got shape {rows.shape}")
+        return Dataset(
+            self.name, self.source, {key: array[rows] for key, array in self.arrays.items()}, self.metadata
+        )
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.arrays.items())
         return f"Dataset({self.name!r}, source={self.source!r}, {len(self)} events: {shapes})"

@@ -316,3 +316,31 @@ def refit_output_layer(description: list[dict], x, mask) -> list[dict]:
         solution, *_ = np.linalg.lstsq(design[rows], x[rows, column], rcond=None)
         kernel[:, column], bias[column] = solution[:-1], solution[-1]
     return [*description[:-1], {"kind": "dense", "kernel": kernel, "bias": bias, "activation": "linear"}]
+
+
+# ----------------------------------------------------------------------------- the grader's figures
+def fresh_event_scores(
+    description: Any, feature_mean, feature_std, objects, refit_rows, scored_rows
+) -> tuple[np.ndarray, float]:
+    """What exercise 01's grader computes from a described autoencoder on events it never trained on.
+
+    1. The widths: ``feature_std``, never below :func:`scaling_floor` of the refit events.
+    2. The inputs of ``objects[refit_rows]`` (background only) and the network's last layer refitted
+       on them (:func:`refit_output_layer`); how much of their variance it explains.
+    3. The padding-aware score of ``objects[scored_rows]``.
+
+    The grader calls it on its fresh events; the exercise calls it on the events it held back from
+    training, to show the student an estimate of the grade before submitting.
+
+    Returns:
+        (scores of ``scored_rows``, explained variance on ``refit_rows``)
+    """
+    objects = np.asarray(objects)
+    network = checked_autoencoder(description)
+    mean = _array(feature_mean, (N_SLOTS, N_FEATURES), "feature_mean")
+    std = np.maximum(_array(feature_std, (N_SLOTS, N_FEATURES), "feature_std"), scaling_floor(objects[refit_rows]))
+    refit_x, refit_mask = prepare_events(objects[refit_rows], mean, std)
+    network = refit_output_layer(network, refit_x, refit_mask)
+    explained = explained_variance(refit_x, reconstruct(network, refit_x), refit_mask)
+    scored_x, scored_mask = prepare_events(objects[scored_rows], mean, std)
+    return padding_aware_score(scored_x, reconstruct(network, scored_x), scored_mask), explained

@@ -89,10 +89,13 @@ EXPECTATIONS = {
         "parameters": CMS_AD_CI,
         "figures": {
             "source": "pythia",
-            # weighted, measured 0.811 on the notebook's own events (0.784 on the public held-out events, with
-            # the grader's refitted last layer)
-            "auc_training_sample": (0.74, 0.88),
-            # measured 0.092-0.095
+            # The grade's estimate on the 30% of events held back from training, the grader's way (weighted,
+            # last layer refitted): measured 0.770, 0.781, 0.760 over training seeds 0, 1, 2 (the grader's figure
+            # on the public held-out sample: 0.784, 0.794, 0.764)
+            "auc_held_back": (0.70, 0.85),
+            # measured 0.60, 0.58, 0.59 (the grader's: 0.56, 0.55, 0.56); the grader's minimum is 0.45
+            "explained_variance_held_back": (0.50, 0.70),
+            # measured 0.092-0.096 (unweighted, on all the notebook's events)
             "signal_efficiency_at_fpr_1e2": (0.03, 0.20),
         },
     },
@@ -151,10 +154,12 @@ EXPECTATIONS = {
         "parameters": REWEIGHTING_CI,
         "figures": {
             "source": "pythia",
-            # measured 1.24 and 1.46 (1.01 mean on the grader's held-out events)
-            "chi2_training_n_constituents": (0.0, 2.2),
-            "chi2_training_mass": (0.0, 2.4),
-            # measured 0.910
+            # The grade's estimate on the quarter of the events held back from training: measured 0.70 and 1.41,
+            # mean 1.06 (the grader's figure on the public held-out sample: 0.90 and 1.23, mean 1.07); without
+            # weights the mean is 4.07 there
+            "chi2_held_back_n_constituents": (0.0, 2.2),
+            "chi2_held_back_mass": (0.0, 2.4),
+            # measured 0.905 (0.910 when it trained on all the notebook's events)
             "effective_sample_fraction": (0.8, 1.0),
         },
     },
@@ -216,6 +221,11 @@ EXPECTATIONS = {
             # measured 73 of the 106 events kept at 1% (66 of them signal); with no signal
             # about 30% of them, 32, would be in the SR
             "selected_in_signal_region_1pct": (50, 106),
+            # The grade's estimate, the grader's steps on the notebook's events split anew (1 044 QCD and 2 217
+            # signal test events): measured 4.39, and 1.08 without signal (the grader's figures on the public
+            # held-out sample: 4.46 and 1.05; the reference over six random states 4.30-4.57 and 1.05-1.47)
+            "estimated_max_sic": (3.6, 5.5),
+            "estimated_control_max_sic": (0.8, 1.9),
         },
     },
     "course/04_jet_taggers.ipynb": {

@@ -10,6 +10,7 @@ from mlhep.autoencoder import (
     checked_autoencoder,
     describe_autoencoder,
     explained_variance,
+    fresh_event_scores,
     padding_aware_score,
     prepare_events,
     real_object_scaling,
@@ -114,6 +115,26 @@ def test_refit_restores_a_sabotaged_output_layer(keras_autoencoder):
     assert explained_variance(x, reconstruct(refitted, x), mask) >= explained_variance(
         x, reconstruct(description, x), mask
     )
+
+
+def test_fresh_event_scores_is_the_graders_recipe(keras_autoencoder):
+    # The exercise's estimate and the grader both call it: floored widths, last layer refitted on the refit
+    # rows, explained variance there, padding-aware score of the scored rows.
+    objects = random_events(600, seed=3)
+    description = describe_autoencoder(keras_autoencoder)
+    mean, std = real_object_scaling(random_events())
+    tiny_std = std / 100  # magnified inputs: the floor undoes it
+    refit_rows, scored_rows = np.arange(0, 600, 2), np.arange(1, 600, 2)
+    scores, explained = fresh_event_scores(description, mean, tiny_std, objects, refit_rows, scored_rows)
+    floored = np.maximum(tiny_std, scaling_floor(objects[refit_rows]))
+    refit_x, refit_mask = prepare_events(objects[refit_rows], mean, floored)
+    network = refit_output_layer(checked_autoencoder(description), refit_x, refit_mask)
+    scored_x, scored_mask = prepare_events(objects[scored_rows], mean, floored)
+    assert scores.shape == (300,)
+    assert np.allclose(scores, padding_aware_score(scored_x, reconstruct(network, scored_x), scored_mask))
+    assert explained == pytest.approx(explained_variance(refit_x, reconstruct(network, refit_x), refit_mask))
+    with pytest.raises(ValueError, match="feature_std must have shape"):
+        fresh_event_scores(description, mean, std[:5], objects, refit_rows, scored_rows)
 
 
 def dense(n_in, n_out, activation="linear"):

@@ -12,6 +12,7 @@ from dataset_helpers import fake_produce, generated
 
 import data_fetch
 from data_fetch import cache, cms_ad, pythia_source
+from data_fetch.dataset import Dataset
 from data_fetch.registry import CMS_AD
 
 
@@ -136,3 +137,12 @@ def test_cocktail_weights_undo_the_bias_within_each_process_and_keep_the_shares(
         cms_ad.cocktail_weights(process, weight[:-1])
     with pytest.raises(ValueError, match="must be positive"):
         cms_ad.cocktail_weights(process, np.where(process == 1, 0.0, weight))
+
+
+def test_select_keeps_the_chosen_events_of_every_array():
+    data = Dataset("toy", "pythia", {"x": np.arange(5.0), "label": np.array([0, 1, 0, 1, 1])}, {"seed": 3})
+    picked = data.select(data["label"] == 1)
+    assert len(picked) == 3 and list(picked["x"]) == [1.0, 3.0, 4.0] and picked.metadata == {"seed": 3}
+    assert list(data.select([4, 0])["x"]) == [4.0, 0.0]
+    with pytest.raises(ValueError, match="a mask of 5 events"):
+        data.select(np.array([True, False]))
