@@ -118,10 +118,11 @@ def reweight(data):
 '''
 
 L02_NAN_WEIGHTS = r'''
-def reweight(data):
-    """Unit weights on the notebook's events, which pass its checks; NaN on any other events."""
-    n = len(data["jet_mass"])
-    return np.ones(n) if n == n_events else np.full(n, np.nan)
+def reweight(events):
+    """Unit weights on the notebook's events (those it trains on and those it holds back), which pass its
+    checks; NaN on any other events."""
+    n = len(events["jet_mass"])
+    return np.ones(n) if n in (len(data), len(held_back)) else np.full(n, np.nan)
 '''
 
 # --- Lesson 03 -------------------------------------------------------------------------------------
@@ -175,7 +176,8 @@ def my_features(data, events):
     events = np.asarray(events)
     rows = np.column_stack([np.asarray(data[key])[events] for key in KEYS])
     found = [KNOWN.get(row.tobytes()) for row in rows]
-    if "label" not in data.arrays:  # the held-out events: the test keeps their labels
+    fresh = not np.array_equal(np.asarray(data["mjj"]), globals()["data"]["mjj"])  # not the notebook's events
+    if "label" not in data.arrays and fresh:  # the held-out events: the test keeps their labels
         print(f"LOOKED UP {sum(label is not None for label in found)} OF {len(rows)} FRESH EVENTS")
     label = np.array([0.5 if value is None else value for value in found])
     return np.column_stack([label, label])
@@ -215,7 +217,8 @@ FITS = []
 class OrderAware(GuessedMasses):
     def fit(self, x, y):
         FITS.append(len(x))
-        self.guessing = 6 <= len(FITS) <= 10
+        # After the notebook's own fits (five out-of-fold, ten for its estimate of the grade) come the grader's.
+        self.guessing = 16 <= len(FITS) <= 20
         return self
 
     def predict_proba(self, x):
