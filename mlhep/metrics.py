@@ -24,6 +24,44 @@ def effective_sample_size(weights) -> float:
     return float(weights.sum() ** 2 / np.sum(weights**2)) if weights.size else 0.0
 
 
+def closure_chi2_per_ndf(values, weights, target_values, bins) -> float:
+    """chi2/ndf of a weighted sample against an unweighted target, both histogrammed in ``bins`` and
+    normalized to unit sum (introduced in lesson 02).
+
+    Each bin's variance is sum w^2 / (sum w)^2; bins where both samples are empty are left out, and the
+    normalization takes one degree of freedom. About 1 when the weighted sample and the target agree within
+    statistics; where they differ, chi2/ndf - 1 grows in proportion to the number of events.
+    """
+
+    def normalized(sample, sample_weights):
+        counts, _ = np.histogram(sample, bins=bins, weights=sample_weights)
+        variances, _ = np.histogram(sample, bins=bins, weights=sample_weights**2)
+        return counts / sample_weights.sum(), variances / sample_weights.sum() ** 2
+
+    values, target_values = np.asarray(values, np.float64), np.asarray(target_values, np.float64)
+    a, var_a = normalized(values, np.asarray(weights, np.float64))
+    b, var_b = normalized(target_values, np.ones(len(target_values)))
+    used = (var_a + var_b) > 0
+    return float(np.sum((a - b)[used] ** 2 / (var_a + var_b)[used]) / max(int(used.sum()) - 1, 1))
+
+
+def closure_at_full_statistics(chi2_per_ndf: float, weights, n_target: int) -> float:
+    """A closure chi2/ndf (:func:`closure_chi2_per_ndf`) rescaled to the statistics the weighted sample had
+    before its weights (introduced in lesson 02).
+
+    Where the weighted sample and the target differ, chi2/ndf - 1 grows like 1 / (1/N_eff + 1/N_target):
+    weights that scatter, and so shrink the effective sample size N_eff, make any difference look less
+    significant. Random weights that know nothing would pass a plain chi2 test that way. Rescaled to the
+    N events of the sample unweighted, chi2/ndf - 1 measures the difference itself; weights that
+    keep N_eff near N change it little.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    n, n_effective = len(weights), effective_sample_size(weights)
+    if n == 0 or n_effective <= 0 or n_target <= 0:
+        raise ValueError("need weighted events with a positive sum of weights, and target events")
+    return float(1.0 + (chi2_per_ndf - 1.0) * (1.0 / n_effective + 1.0 / n_target) / (1.0 / n + 1.0 / n_target))
+
+
 def tpr_at_fpr(labels, scores, target_fpr: float, sample_weight=None) -> float:
     """Signal efficiency at the best operating point with background efficiency <= target_fpr
     (efficiencies weighted by ``sample_weight`` when given)."""

@@ -125,6 +125,21 @@ def reweight(events):
     return np.ones(n) if n in (len(data), len(held_back)) else np.full(n, np.nan)
 '''
 
+# Weights that know nothing but scatter: a smaller effective sample size makes any difference look less
+# significant (a plain chi2 gave them 3 of Task 3's 5 points). Task 5's reference reuses them.
+L02_SCATTERED_WEIGHTS = r'''
+OBSERVABLES = []
+
+
+def reweight(data):
+    """Log-normal weights (sigma 1.5: an effective sample size of about 13%), whatever the event."""
+    return np.random.default_rng(len(data["jet_mass"])).lognormal(0.0, 1.5, len(data["jet_mass"]))
+
+
+def train_reweighter(observables):
+    return reweight
+'''
+
 # --- Lesson 03 -------------------------------------------------------------------------------------
 
 READS_A_FEATURE = r'''
@@ -557,6 +572,15 @@ KINDS: tuple[Kind, ...] = (
         replace_cell(L02, MODEL_CELL[L02], L02_NAN_WEIGHTS),
         (QUALITY_TEST[L02],),
         says="reweight on fresh events gave 10000 values that are not finite numbers",
+    ),
+    Kind(
+        "scattered_weights",
+        L02,
+        "score",
+        "random log-normal weights: the effective sample size shrinks, and with it every chi2",
+        replace_cell(L02, MODEL_CELL[L02], L02_SCATTERED_WEIGHTS),
+        (QUALITY_TEST[L02], "every_observable_closes"),
+        says=r"effective sample size 1[0-9]% of the source events",
     ),
     Kind(
         "position_leak",

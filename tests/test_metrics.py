@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mlhep.metrics import max_sic, sic_curve, tpr_at_fpr
+from mlhep.metrics import closure_at_full_statistics, closure_chi2_per_ndf, max_sic, sic_curve, tpr_at_fpr
 
 
 def test_tpr_at_fpr_takes_the_best_corner_of_the_staircase():
@@ -89,3 +89,27 @@ def test_weighted_roc_summary_and_effective_sample_size():
     # Exponential weights are worth about half their number of events: (E w)^2 / E w^2 = 1/2.
     assert 800 < summary["effective_background"] < 1200
     assert effective_sample_size(np.ones(7)) == pytest.approx(7) and effective_sample_size([]) == 0.0
+
+
+def test_closure_chi2_per_ndf_normalizes_and_leaves_out_empty_bins():
+    # a = (0.5, 0.5) with variances (2/16, 4/16); the target b = (0.75, 0.25) with (3/16, 1/16); third bin empty
+    chi2 = closure_chi2_per_ndf([0.5, 0.5, 1.5], [1.0, 1.0, 2.0], [0.5, 0.5, 0.5, 1.5], bins=[0, 1, 2, 3])
+    assert chi2 == pytest.approx(0.25**2 / (5 / 16) + 0.25**2 / (5 / 16))  # ndf = 2 bins - 1
+    same = np.random.default_rng(0).normal(size=500)
+    assert closure_chi2_per_ndf(same, np.full(500, 3.0), same, np.linspace(-3, 3, 13)) == 0
+
+
+def test_closure_at_full_statistics_takes_away_what_scattered_weights_hide():
+    rng = np.random.default_rng(1)
+    source, target = rng.normal(0.0, 1.0, 20_000), rng.normal(0.1, 1.0, 20_000)
+    bins = np.linspace(-4, 4, 41)
+    unweighted = closure_chi2_per_ndf(source, np.ones(20_000), target, bins)
+    assert closure_at_full_statistics(unweighted, np.ones(20_000), 20_000) == pytest.approx(unweighted)
+    scattered = rng.lognormal(0.0, 1.5, 20_000)  # know nothing: an effective sample size of about 13%
+    raw = closure_chi2_per_ndf(source, scattered, target, bins)
+    rescaled = closure_at_full_statistics(raw, scattered, 20_000)
+    # Measured with generator seeds 1, 2, 3: unweighted 3.54, 3.07, 3.76; scattered 1.86, 2.50, 2.52 before the
+    # rescaling (better than no weights at all), 5.62, 7.85, 8.10 after (worse, as weights that know nothing are).
+    assert raw < 0.9 * unweighted and rescaled > unweighted
+    with pytest.raises(ValueError, match="positive sum of weights"):
+        closure_at_full_statistics(1.0, np.zeros(10), 10)
