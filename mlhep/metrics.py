@@ -56,9 +56,9 @@ def closure_at_full_statistics(chi2_per_ndf: float, weights, n_target: int) -> f
     keep N_eff near N change it little.
     """
     weights = np.asarray(weights, dtype=np.float64)
-    n, n_effective = len(weights), effective_sample_size(weights)
-    if n == 0 or n_effective <= 0 or n_target <= 0:
+    if len(weights) == 0 or not weights.sum() > 0 or n_target <= 0:
         raise ValueError("need weighted events with a positive sum of weights, and target events")
+    n, n_effective = len(weights), effective_sample_size(weights)
     return float(1.0 + (chi2_per_ndf - 1.0) * (1.0 / n_effective + 1.0 / n_target) / (1.0 / n + 1.0 / n_target))
 
 
