@@ -580,7 +580,7 @@ KINDS: tuple[Kind, ...] = (
         "random log-normal weights: the effective sample size shrinks, and with it every chi2",
         replace_cell(L02, MODEL_CELL[L02], L02_SCATTERED_WEIGHTS),
         (QUALITY_TEST[L02], "every_observable_closes"),
-        says=r"effective sample size 1[0-9]% of the source events",
+        says=r"effective sample size \d{1,2}% of the source events",
     ),
     Kind(
         "position_leak",
