@@ -98,6 +98,17 @@ for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", 
         pass
 """
 
+# Exercise 01's stretch: a sigma tuned once (the geometric mean of the two groups' spreads, 0.072 and 0.021)
+# instead of measured on each sample.
+L01_CONSTANT_SIGMA = r"""
+def efficiency_with_uncertainty(background_scores, background_weights, signal_scores, target_fpr):
+    scores, weights = np.asarray(background_scores), np.asarray(background_weights)
+    order = np.argsort(-scores)
+    above = np.concatenate([[0.0], np.cumsum(weights[order])[:-1]]) / weights.sum()
+    threshold = scores[order][above <= target_fpr].min()
+    return float(np.mean(np.asarray(signal_scores) > threshold)), 0.039
+"""
+
 # --- Lesson 02 -------------------------------------------------------------------------------------
 
 L02_LABEL_PEEK = r'''
@@ -572,6 +583,16 @@ KINDS: tuple[Kind, ...] = (
         replace_cell(L02, MODEL_CELL[L02], L02_NAN_WEIGHTS),
         (QUALITY_TEST[L02],),
         says="reweight on fresh events gave 10000 values that are not finite numbers",
+    ),
+    Kind(
+        "constant_sigma",
+        L01,
+        "score",
+        "the stretch task's uncertainty as one number tuned for both groups of pseudo-experiments",
+        replace_cell(L01, "trigger_uncertainty_solution", L01_CONSTANT_SIGMA),
+        ("trigger_uncertainty_is_calibrated",),
+        says=r"median sigma / spread",
+        full_tests=(QUALITY_TEST[L01],),
     ),
     Kind(
         "scattered_weights",
