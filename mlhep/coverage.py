@@ -1,10 +1,10 @@
-"""Does a quoted uncertainty match the actual spread? Pseudo-experiments for exercise 01's stretch task.
+"""Does a quoted uncertainty match the actual error? Pseudo-experiments for exercise 01's stretch task.
 
 A student's function measures a trigger's signal efficiency on a weighted background and a signal
 sample and quotes its statistical uncertainty. :func:`uncertainty_calibration` draws pseudo-experiments
 from a pool of events (with replacement, so the pool is the whole population and its efficiency the
-truth), calls the function on each and compares the median quoted uncertainty with the spread of the
-estimates. The grader calls it on fresh events; the exercise on its own, as an estimate of the grade.
+truth), calls the function on each and looks at the pulls (estimate - truth) / quoted uncertainty.
+The grader calls it on fresh events; the exercise on its own events, as an estimate of the grade.
 """
 
 from __future__ import annotations
@@ -20,15 +20,23 @@ from .held_out import checked
 
 @dataclass(frozen=True)
 class Calibration:
-    """One group of pseudo-experiments: the median quoted uncertainty over the actual spread of the
-    estimates (1 when the uncertainty is right), and the mean estimate's distance from the truth in
-    units of that spread."""
+    """How quoted uncertainties compare with the actual errors over pseudo-experiments.
 
-    n_background: int
-    n_signal: int
-    target_fpr: float
-    uncertainty_ratio: float
-    bias_in_spreads: float
+    The pulls are (estimate - truth) / sigma. Their standard deviation is 1 when each quoted uncertainty
+    is right, above 1 when they are too small, below 1 when too large. An uncertainty must be right for
+    each sample, not on average over samples of many sizes, so it is measured in each quarter of the
+    pseudo-experiments, from the smallest to the largest (by their number of events): ``pull_widths``.
+    ``mean_pull`` is 0 for unbiased estimates.
+    """
+
+    n_experiments: int
+    pull_widths: tuple[float, ...]
+    mean_pull: float
+
+    @property
+    def worst_pull_width(self) -> float:
+        """The quarter's pull width farthest from 1 (by ratio)."""
+        return max(self.pull_widths, key=lambda width: abs(np.log(width)) if 0 < width < np.inf else np.inf)
 
 
 def weighted_threshold(background_scores, background_weights, target_fpr: float) -> float:
@@ -55,37 +63,41 @@ def uncertainty_calibration(
     background_scores,
     background_weights,
     signal_scores,
-    groups: tuple[tuple[int, int, float], ...],
     n_experiments: int,
     rng: np.random.Generator,
-) -> list[Calibration]:
-    """For each group (n_background, n_signal, target_fpr), ``n_experiments`` pseudo-experiments of that
-    many events drawn with replacement from the pool, each measured by
+    sizes: tuple[int, int] = (100, 20_000),
+    target_fprs: tuple[float, float] = (0.04, 0.12),
+) -> Calibration:
+    """``n_experiments`` pseudo-experiments, each with its own numbers of background and signal events (the
+    background's log-uniform in ``sizes``, the signal's within a factor 2 of it; drawn with replacement from
+    the pool) and its own ``target_fpr`` (uniform in
+    ``target_fprs``), measured by
     ``measure(background_scores, background_weights, signal_scores, target_fpr) -> (efficiency, sigma)``.
+
+    Every pseudo-experiment has a different statistical uncertainty, so no fixed number, nor a table of
+    the sizes, can stand in for a sigma measured on each sample.
     """
     background_scores = np.asarray(background_scores, dtype=np.float64)
     background_weights = np.asarray(background_weights, dtype=np.float64)
     signal_scores = np.asarray(signal_scores, dtype=np.float64)
-    results = []
-    for n_background, n_signal, target_fpr in groups:
+    pulls, sizes_drawn = [], []
+    for _ in range(n_experiments):
+        # Log-uniform sizes, the signal's within a factor 2 of the background's: the uncertainty changes
+        # by more than tenfold over the pseudo-experiments.
+        n_background = int(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1]))))
+        n_signal = max(int(n_background * np.exp(rng.uniform(-np.log(2), np.log(2)))), 2)
+        target_fpr = float(rng.uniform(target_fprs[0], target_fprs[1]))
+        rows = rng.integers(0, len(background_scores), n_background)
+        signal_rows = rng.integers(0, len(signal_scores), n_signal)
+        answer = measure(background_scores[rows], background_weights[rows], signal_scores[signal_rows], target_fpr)
+        efficiency, sigma = checked(answer, "efficiency_with_uncertainty", shape=(2,), low=0.0)
         truth = signal_efficiency_at(background_scores, background_weights, signal_scores, target_fpr)
-        measured = []
-        for _ in range(n_experiments):
-            rows = rng.integers(0, len(background_scores), n_background)
-            signal_rows = rng.integers(0, len(signal_scores), n_signal)
-            answer = measure(
-                background_scores[rows], background_weights[rows], signal_scores[signal_rows], target_fpr
-            )
-            measured.append(checked(answer, "efficiency_with_uncertainty", shape=(2,), low=0.0))
-        efficiency, sigma = np.array(measured).T
-        spread = float(np.std(efficiency, ddof=1))
-        results.append(
-            Calibration(
-                n_background,
-                n_signal,
-                target_fpr,
-                uncertainty_ratio=float(np.median(sigma) / spread) if spread > 0 else float("inf"),
-                bias_in_spreads=float(abs(efficiency.mean() - truth) / spread) if spread > 0 else float("inf"),
-            )
-        )
-    return results
+        if not sigma > 0:  # no uncertainty where there is one: an infinitely wrong pull
+            return Calibration(n_experiments, (float("inf"),) * 4, float("inf"))
+        pulls.append((efficiency - truth) / sigma)
+        sizes_drawn.append(n_background + n_signal)
+    pulls_array = np.array(pulls)
+    quarters = np.array_split(pulls_array[np.argsort(sizes_drawn, kind="stable")], 4)
+    return Calibration(
+        n_experiments, tuple(float(np.std(quarter, ddof=1)) for quarter in quarters), float(np.mean(pulls_array))
+    )

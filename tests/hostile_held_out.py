@@ -98,8 +98,8 @@ for path in glob.glob(os.path.join(os.environ.get("MLHEP_DATA_DIR", "/"), "**", 
         pass
 """
 
-# Exercise 01's stretch: a sigma tuned once (the geometric mean of the two groups' spreads, 0.072 and 0.021)
-# instead of measured on each sample.
+# Exercise 01's stretch: a sigma tuned once, about the spread of a pseudo-experiment of 1 000 events, instead
+# of measured on each sample.
 L01_CONSTANT_SIGMA = r"""
 def efficiency_with_uncertainty(background_scores, background_weights, signal_scores, target_fpr):
     scores, weights = np.asarray(background_scores), np.asarray(background_weights)
@@ -588,10 +588,10 @@ KINDS: tuple[Kind, ...] = (
         "constant_sigma",
         L01,
         "score",
-        "the stretch task's uncertainty as one number tuned for both groups of pseudo-experiments",
+        "the stretch task's uncertainty as one number, tuned once instead of measured on each sample",
         replace_cell(L01, "trigger_uncertainty_solution", L01_CONSTANT_SIGMA),
         ("trigger_uncertainty_is_calibrated",),
-        says=r"median sigma / spread",
+        says=r"standard deviation of the pulls",
         full_tests=(QUALITY_TEST[L01],),
     ),
     Kind(
