@@ -100,6 +100,8 @@ def load(
     source: str = "auto",
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> Dataset:
     """Return dataset ``name`` with ``n_events`` events from ``source``, cached on disk.
 
@@ -111,6 +113,10 @@ def load(
         progress: show tqdm progress bars.
         cache_dir: cache folder to use instead of ``$MLHEP_DATA_DIR`` (the grader keeps its
             held-out samples apart from the data that students' kernels can read).
+        workers: worker processes of the local Dask cluster that produces the events (one per core
+            if None; 1 works in this process, without a cluster).
+        scheduler: address of a Dask scheduler to run the production on instead (``$MLHEP_DASK_SCHEDULER``
+            if None); see :mod:`data_fetch.cluster`. Neither changes the arrays, nor the cache key.
 
     Returns:
         A :class:`Dataset`; its ``metadata`` says which source made it and when.
@@ -140,7 +146,7 @@ def load(
 
     cache.ensure_writable(path.parent)
     start = time.perf_counter()
-    arrays, metadata = producer.produce(spec, n_events, seed, progress=progress)
+    arrays, metadata = producer.produce(spec, n_events, seed, progress=progress, workers=workers, scheduler=scheduler)
     metadata = {
         **metadata,
         "dataset": name,

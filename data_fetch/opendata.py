@@ -7,15 +7,22 @@ What it does, step by step:
    ``$MLHEP_OPENDATA_SERVER`` or ``https://opendata.cern.ch``. Records list their files as
    ``root://eospublic.cern.ch//eos/opendata/...`` (XRootD) with a size and an adler32
    checksum; large records group them in file indices. The portal serves the same files over
-   HTTPS as ``{server}/eos/opendata/...``, which is what we download (no XRootD needed).
-2. **Download** only as many files as the requested number of events needs, into
-   ``<cache>/opendata/<recid>/<file name>``. A download goes to ``<name>.partial`` and is
-   renamed only once its size and checksum match the listing, so a file under its final name
-   is always complete. An interrupted download resumes from the ``.partial`` file (HTTP Range
-   request) the next time.
-3. **Read** the NanoAOD branches of tree ``Events`` with uproot, apply the CMS object
-   identification below, and build the object table with :func:`data_fetch.cms_ad.build_objects`
-   (which applies the kinematic selection shared with the offline source).
+   HTTPS as ``{server}/eos/opendata/...``, which is what we read (no XRootD needed).
+2. **Read** only what is needed: by default the files stay on the portal and uproot reads, over
+   HTTP(S) byte ranges (``uproot.source.http.HTTPSource``, standard library only), the branches
+   below for the events needed, a few percent of each file's bytes. Only the resulting arrays are
+   cached. With ``read="download"`` (or ``$MLHEP_OPENDATA_READ=download``) whole files are
+   downloaded into ``<cache>/opendata/<recid>/<file name>`` first: through ``<name>.partial``,
+   renamed only once size and adler32 checksum match the listing, resumed with an HTTP Range
+   request after an interruption.
+   Transient errors (HTTP 5xx, reset connections) are tried again with growing pauses. A file that
+   is not ``online``, answers 404, or fails its checksum twice is skipped with one line, and the
+   next file of the record takes its place; the load fails only when the record cannot supply the
+   events. On a Dask client (:mod:`data_fetch.cluster`) the reading runs as one task per file piece
+   with ``uproot.dask``; the arrays are the same.
+3. **Convert** the NanoAOD branches of tree ``Events``: apply the CMS object identification
+   below, and build the object table with :func:`data_fetch.cms_ad.build_objects` (which applies
+   the kinematic selection shared with the offline source).
 
 Object identification (standard NanoAOD flags):
 
@@ -23,19 +30,24 @@ Object identification (standard NanoAOD flags):
 * muons: ``Muon_looseId`` and ``Muon_pfRelIso04_all < 0.25`` (loose ID, loose PF isolation);
 * jets: ``Jet_jetId >= 2`` (tight jet ID bit set).
 
-Events: ``round(fraction * n_events)`` from each record (rounding leftovers to the first),
-taken from the start of the record's files in listing order, concatenated, then shuffled with
-``np.random.default_rng(seed)``. The seed changes only the order: the events themselves are
-the first ones of each record.
+Events: ``round(fraction * n_events)`` from each record (rounding leftovers to the first). The seed
+selects the events, not only their order: each record is cut into windows of
+``fraction * EVENTS_PER_WINDOW`` consecutive events, seed ``s`` reads window ``s mod W`` (W: the whole
+windows every record holds) and shuffles with ``np.random.default_rng(s)``. Two seeds that differ
+modulo W never share an event, so a held-out sample is never part of a training sample.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import awkward as ak
@@ -91,15 +103,27 @@ CHUNK_BYTES = 1 << 20
 MAX_INTERRUPTIONS = 5
 RETRY_PAUSE_SECONDS = 2.0
 HEADERS = {"User-Agent": "mlhep-course data_fetch (requests)"}
+#: Tries of one listing, opening or read before the source counts as unavailable, and the first pause
+#: between them (doubled each time: 2, 4, 8 s).
+ATTEMPTS = 4
+BACKOFF_SECONDS = 2.0
+#: How files are read: byte ranges of the needed branches over HTTP, or whole files downloaded first.
+READ_MODES = ("remote", "download")
+READ_VARIABLE = "MLHEP_OPENDATA_READ"
+#: Events of one seed's window (the course's largest sample, lecture scale): see :func:`produce`.
+EVENTS_PER_WINDOW = 100_000
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a record, as the portal lists it."""
 
-    url: str  # HTTP(S) address to download it from
+    url: str  # HTTP(S) address to read it from
     size: int  # bytes
-    checksum: str  # as listed, e.g. "adler32:0a1b2c3d"
+    checksum: str  # as listed, e.g. "adler32:0a1b2c3d", or a bare 8-hex adler32
+    availability: str = "online"  # the portal marks files kept on tape "on demand"
 
     @property
     def name(self) -> str:
@@ -243,19 +267,33 @@ def list_record_files(recid: int, server: str | None = None) -> list[RemoteFile]
 
 def files_of_record(record: dict, server: str) -> list[RemoteFile]:
     """The ROOT files listed in a record's JSON (see :func:`list_record_files`)."""
-    # cernopendata-client 1.0 returns (address, size, checksum) tuples.
+    # cernopendata-client 1.0 returns (address, size, checksum) tuples; the availability of each file
+    # ("online", or "on demand" for files on tape) is read from the JSON by file name.
     listing = searcher.get_files_list(server=server, record_json=record, protocol="https", expand=True)
+    availability = {
+        str(entry.get("uri", "")).rsplit("/", 1)[-1]: str(entry.get("availability", "online"))
+        for entry in _listed_files(record.get("metadata", {}))
+    }
     files = [
-        RemoteFile(url, int(size), checksum)
+        RemoteFile(url, int(size), checksum, availability.get(url.rsplit("/", 1)[-1], "online"))
         for url, size, checksum in listing
         if url.startswith(("http://", "https://")) and url.endswith(".root")
     ]
     if not files:
         raise DataFetchError(
             f"record {record['metadata'].get('recid')} on {server} lists no ROOT file "
-            'that can be downloaded over HTTP(S); use source="pythia"'
+            'that can be read over HTTP(S); use source="pythia"'
         )
     return files
+
+
+def _listed_files(metadata: dict) -> list[dict]:
+    """Every file entry of a record's metadata: its own files and those inside its file indices."""
+    entries = [entry for entry in metadata.get("files", []) if isinstance(entry, dict)]
+    for index in metadata.get("_file_indices", []):
+        if isinstance(index, dict):
+            entries += [entry for entry in index.get("files", []) if isinstance(entry, dict)]
+    return entries
 
 
 # ------------------------------------------------------------------ downloads
@@ -273,7 +311,8 @@ def _mismatch(path: Path, remote: RemoteFile) -> str | None:
     size = path.stat().st_size
     if size != remote.size:
         return f"expected {remote.size} bytes, got {size}"
-    algorithm, _, expected = remote.checksum.partition(":")
+    algorithm, _, expected = remote.checksum.rpartition(":")
+    algorithm = algorithm or "adler32"  # a bare 8-hex checksum is adler32 (as the portal's client reads it)
     if algorithm != "adler32":  # the portal lists adler32; anything else we can only size-check
         return None
     got = adler32_of(path)
@@ -406,29 +445,138 @@ def download_file(remote: RemoteFile, folder: Path, progress: bool = True) -> Pa
     )
 
 
+# ------------------------------------------------------------------ reading files, remote or on disk
+def read_mode(mode: str | None = None) -> str:
+    """How files are read: ``mode``, else ``$MLHEP_OPENDATA_READ``, else ``"remote"``."""
+    chosen = mode or os.environ.get(READ_VARIABLE) or "remote"
+    if chosen not in READ_MODES:
+        raise DataFetchError(
+            f"unknown open-data read mode {chosen!r} (from {'the argument' if mode else '$' + READ_VARIABLE}); "
+            f"choose one of {', '.join(READ_MODES)}"
+        )
+    return chosen
+
+
+#: Failures worth another try: the server answered badly or the connection broke on the way. A refused
+#: connection or an unknown host means no network (or a wrong address): no use waiting for it.
+TRANSIENT = ("HTTP 5", "connection reset by peer", "timed out", "connection broken during the transfer")
+
+
+def _transient_reason(exc: BaseException) -> str | None:
+    """A few words if ``exc`` is worth another try (a server or network hiccup), else None."""
+    if isinstance(exc, FileNotFoundError):  # HTTP 404: the file is not there, asking again will not help
+        return None
+    if isinstance(exc, SourceUnavailableError):  # ours: "... could not be reached at URL (reason)."
+        reason = str(exc).split(").", 1)[0].rsplit(" (", 1)[-1]
+    elif isinstance(exc, http.client.HTTPException):  # uproot: "responded with status 502, rather than 206"
+        codes = [word.strip(",") for word in str(exc).split() if word.strip(",").isdigit()]
+        reason = f"HTTP {codes[0]}" if codes else type(exc).__name__
+    elif isinstance(exc, (OSError, requests.RequestException)):  # reset, timed out, refused
+        reason = _short_reason(exc)
+    else:
+        return None
+    return reason if reason.startswith(TRANSIENT) else None
+
+
+def with_retries(what: str, action: Callable[[], T]) -> T:
+    """``action()``, tried again after transient errors with growing pauses (2, 4, 8 s).
+
+    The portal's maintainers report intermittent HTTP 502 answers from its file servers and advise
+    trying again. A missing file (404) or an unreachable server is not retried. After ``ATTEMPTS``
+    failed tries the error says the source is unavailable.
+    """
+    pause = BACKOFF_SECONDS
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return action()
+        except Exception as exc:
+            reason = _transient_reason(exc)
+            if reason is None:
+                raise
+            if attempt == ATTEMPTS:
+                raise SourceUnavailableError(
+                    f"{what} failed {ATTEMPTS} times ({reason}); the CERN Open Data portal may be having "
+                    'trouble: try again later, or use source="pythia" (offline) meanwhile'
+                ) from None
+            print(f"data_fetch: {what}: {reason}; trying again in {pause:g} s")
+            time.sleep(pause)
+            pause *= 2
+    raise AssertionError("unreachable")
+
+
+def open_remote(url: str):
+    """``uproot.open`` over HTTP(S) with the standard library (no fsspec/aiohttp), reading only what is asked."""
+    return uproot.open(url, handler=uproot.source.http.HTTPSource, timeout=READ_TIMEOUT)
+
+
+@dataclass
+class FileReader:
+    """Opens the files of one record, remotely (byte ranges) or after downloading them whole."""
+
+    mode: str
+    folder: Path
+    progress: bool
+
+    def local_path(self, remote: RemoteFile) -> Path:
+        return with_retries(
+            f"downloading {remote.name}", lambda: download_file(remote, self.folder, self.progress)
+        )
+
+    def num_entries(self, remote: RemoteFile) -> int:
+        if self.mode == "download":
+            return count_events(self.local_path(remote))
+
+        def count() -> int:
+            with open_remote(remote.url) as file:
+                return int(_events_tree(file, remote.url).num_entries)
+
+        return with_retries(f"opening {remote.name}", count)
+
+    def read(self, remote: RemoteFile, start: int, stop: int) -> ak.Array:
+        if self.mode == "download":
+            return read_nanoaod(self.local_path(remote), start, stop)
+
+        def read() -> ak.Array:
+            with open_remote(remote.url) as file:
+                return _read_branches(_events_tree(file, remote.url), start, stop)
+
+        return with_retries(f"reading events {start}-{stop} of {remote.name}", read)
+
+
 # ------------------------------------------------------------------ NanoAOD -> object table
 def count_events(path: Path) -> int:
     """Number of events (entries of tree ``Events``) in a NanoAOD file."""
     with uproot.open(path) as file:
-        return int(file[TREE].num_entries)
+        return int(_events_tree(file, path).num_entries)
 
 
-def read_nanoaod(path: Path, n_events: int | None = None) -> ak.Array:
-    """Read the branches this source needs (``BRANCHES``) for the first ``n_events`` events.
+def _events_tree(file, where):
+    if TREE not in file:
+        raise DataFetchError(f"{where} has no tree {TREE!r}: is it a CMS NanoAOD file?")
+    return file[TREE]
+
+
+def _read_branches(tree, start: int | None, stop: int | None) -> ak.Array:
+    missing = [branch for branch in BRANCHES if branch not in tree]
+    if missing:
+        raise DataFetchError(
+            f"{tree.file.file_path} has no branch {', '.join(missing)}: is it a CMS NanoAOD file?"
+        )
+    return tree.arrays(list(BRANCHES), entry_start=start, entry_stop=stop, library="ak")
+
+
+def read_nanoaod(path: Path, start: int | None = None, stop: int | None = None) -> ak.Array:
+    """Read the branches this source needs (``BRANCHES``) for events ``start`` to ``stop``.
 
     Args:
-        path: a NanoAOD ROOT file.
-        n_events: how many events from the start; all if None.
+        path: a NanoAOD ROOT file (a local path, or a URL for :func:`open_remote`).
+        start, stop: entry range, as in Python slicing; all events if both are None.
 
     Returns:
         An awkward array of records with one field per branch (jagged for the objects).
     """
     with uproot.open(path) as file:
-        tree = file[TREE]
-        missing = [branch for branch in BRANCHES if branch not in tree]
-        if missing:
-            raise DataFetchError(f"{path} has no branch {', '.join(missing)}: is it a CMS NanoAOD file?")
-        return tree.arrays(list(BRANCHES), entry_stop=n_events, library="ak")
+        return _read_branches(_events_tree(file, path), start, stop)
 
 
 def _collection(events: ak.Array, prefix: str, passes_id) -> ak.Array:
@@ -456,7 +604,7 @@ def nanoaod_to_arrays(events: ak.Array) -> tuple[np.ndarray, np.ndarray]:
     return objects, ak.to_numpy(events.genWeight).astype(np.float32)
 
 
-# ------------------------------------------------------------------ what dataset.load calls
+# ------------------------------------------------------------------ which events a seed reads
 def events_per_record(spec: DatasetSpec, n_events: int) -> list[int]:
     """``round(fraction * n_events)`` per record; rounding leftovers go to the first one."""
     counts = [round(record.fraction * n_events) for record in spec.opendata_records]
@@ -464,8 +612,130 @@ def events_per_record(spec: DatasetSpec, n_events: int) -> list[int]:
     return counts
 
 
+def window_sizes(spec: DatasetSpec) -> list[int]:
+    """Events of each record in one seed's window: ``fraction * EVENTS_PER_WINDOW``."""
+    return events_per_record(spec, EVENTS_PER_WINDOW)
+
+
+@dataclass
+class RecordPlan:
+    """Where one record's events for one load come from."""
+
+    record: OpenDataRecord
+    count: int  # events wanted from this record
+    files: list[RemoteFile]  # usable files, in listing order
+    skipped: list[str]  # one line per file left out, and why
+    available: int | None  # events of the record, as its metadata states (None: not stated)
+
+
+def _plan_record(record: OpenDataRecord, count: int, n_events: int, server: str) -> RecordPlan:
+    record_json = with_retries(f"listing record {record.recid}", lambda: fetch_record_json(record.recid, server))
+    available = record_json["metadata"].get("distribution", {}).get("number_events")
+    available = available if isinstance(available, int) else None
+    # CMS records state their number of events: refuse too large a request before reading anything.
+    if available is not None and available < count:
+        raise _too_few_events(record, available, count, n_events)
+    usable, skipped = [], []
+    for remote in files_of_record(record_json, server):
+        if remote.availability != "online":
+            skipped.append(f"{remote.name}: availability {remote.availability!r}, not 'online'")
+        else:
+            usable.append(remote)
+    return RecordPlan(record, count, usable, skipped, available)
+
+
+def record_size(plan: RecordPlan, reader: FileReader) -> int:
+    """Events of the record: as its metadata states, else counted in its files (their headers only)."""
+    if plan.available is not None:
+        return plan.available
+    total = 0
+    for remote in plan.files:
+        with contextlib.suppress(FileNotFoundError, ChecksumMismatchError):  # skipped later, with a line
+            total += reader.num_entries(remote)
+    return total
+
+
+def number_of_windows(sizes: list[int], windows: list[int]) -> int:
+    """Whole windows every record can fill."""
+    return min(size // window for size, window in zip(sizes, windows, strict=True))
+
+
+def window_of_seed(seed: int, n_windows: int) -> int:
+    """The window seed ``seed`` reads."""
+    return seed % n_windows
+
+
+@dataclass
+class Piece:
+    """Events ``start`` to ``stop`` of one file: one reading task."""
+
+    remote: RemoteFile
+    start: int
+    stop: int
+
+
+def locate(plan: RecordPlan, first: int, reader: FileReader) -> tuple[list[Piece], list[str]]:
+    """The file pieces that hold events ``first`` to ``first + plan.count`` of the record.
+
+    Files are counted in listing order; only the headers of the files before the window are read
+    (remotely: a few kilobytes each). A file that answers 404, or that fails its checksum twice when
+    downloading, is skipped with one line, and its events are not counted.
+    """
+    pieces, skipped = [], list(plan.skipped)
+    passed = 0  # events in usable files before the current one
+    stop = first + plan.count
+    for remote in plan.files:
+        if passed >= stop:
+            break
+        try:
+            entries = reader.num_entries(remote)
+        except (FileNotFoundError, ChecksumMismatchError) as exc:
+            reason = "HTTP 404, not found" if isinstance(exc, FileNotFoundError) else "checksum failed twice"
+            line = f"{remote.name}: {reason}"
+            print(f"data_fetch: record {plan.record.recid}: skipping {line}; going on with the next file")
+            skipped.append(line)
+            continue
+        low, high = max(first, passed), min(stop, passed + entries)
+        if low < high:
+            pieces.append(Piece(remote, low - passed, high - passed))
+        passed += entries
+    have = sum(piece.stop - piece.start for piece in pieces)
+    if have < plan.count:
+        raise _too_few_events(plan.record, passed, plan.count, first=first, skipped=skipped)
+    return pieces, skipped
+
+
+def _too_few_events(
+    record: OpenDataRecord,
+    available: int,
+    count: int,
+    n_events: int | None = None,
+    *,
+    first: int = 0,
+    skipped: list[str] | None = None,
+) -> DataFetchError:
+    if first:
+        message = (
+            f"record {record.recid} ({record.title}) holds {available} readable events; this seed's window "
+            f"starts at event {first} and needs {count} from it"
+        )
+    else:
+        message = f"record {record.recid} ({record.title}) has only {available} events, fewer than the {count}"
+        message += f" that n_events={n_events} needs from it" if n_events else " needed from it"
+        if n_events:
+            message += f"; ask for at most {int(available / record.fraction)} events"
+    if skipped:
+        message += f" (files left out: {'; '.join(skipped)})"
+    return DataFetchError(message)
+
+
+# ------------------------------------------------------------------ what dataset.load calls
 def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
-    """Everything the arrays depend on; its hash is the cache key. Needs no network."""
+    """Everything the arrays depend on; its hash is the cache key. Needs no network.
+
+    How files are read (remote or downloaded) and on which workers does not change the arrays,
+    so it is not part of the key.
+    """
     return {
         "dataset": spec.name,
         "source": "opendata",
@@ -476,78 +746,156 @@ def cache_description(spec: DatasetSpec, n_events: int, seed: int) -> dict:
         "branches": BRANCHES,
         "identification": IDENTIFICATION,
         "selection": cms_ad.SELECTION,
+        "events_per_window": EVENTS_PER_WINDOW,
         "records": [(r.recid, r.process_code, r.label, r.fraction) for r in spec.opendata_records],
     }
 
 
-def _read_record(
-    record: OpenDataRecord, count: int, n_events: int, server: str, progress: bool
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """The first ``count`` events of ``record``, downloading only the files they need."""
-    folder = cache.ensure_writable(cache.cache_root() / "opendata" / str(record.recid))
-    record_json = fetch_record_json(record.recid, server)
-    # CMS records state their number of events: refuse too large a request before downloading
-    # gigabytes for nothing. (If they do not, the check after reading the files catches it.)
-    available = record_json["metadata"].get("distribution", {}).get("number_events")
-    if isinstance(available, int) and available < count:
-        raise _too_few_events(record, available, count, n_events)
-    remote_files = files_of_record(record_json, server)
-    objects, weights, files_read = [], [], []
-    have = 0
-    for remote in remote_files:
-        if have >= count:
-            break
-        path = download_file(remote, folder, progress)
-        take = min(count_events(path), count - have)
-        table, weight = nanoaod_to_arrays(read_nanoaod(path, take))
-        objects.append(table)
-        weights.append(weight)
-        files_read.append({"file": remote.name, "url": remote.url, "events": take})
-        have += take
-    if have < count:
-        raise _too_few_events(record, have, count, n_events)
-    return np.concatenate(objects), np.concatenate(weights), files_read
+def produce(
+    spec: DatasetSpec,
+    n_events: int,
+    seed: int,
+    progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    read: str | None = None,
+) -> tuple[dict, dict]:
+    """Read ``n_events`` events of ``spec`` from the portal and convert them.
 
-
-def _too_few_events(record: OpenDataRecord, available: int, count: int, n_events: int) -> DataFetchError:
-    return DataFetchError(
-        f"record {record.recid} ({record.title}) has only {available} events, fewer than the {count} "
-        f"that n_events={n_events} needs from it; ask for at most {int(available / record.fraction)} events"
-    )
-
-
-def produce(spec: DatasetSpec, n_events: int, seed: int, progress: bool = True) -> tuple[dict, dict]:
-    """Download (as needed) and convert ``n_events`` events of ``spec`` from the portal.
+    Events: each record is cut into windows of ``fraction * EVENTS_PER_WINDOW`` consecutive events
+    (listing order, files that cannot be read left out). Seed ``s`` reads window ``s mod W``, where
+    W is the number of whole windows every record holds, from its start, and shuffles the events
+    with ``default_rng(s)``. So two seeds that differ modulo W never share an event, whatever their
+    sizes: a held-out sample and a training sample are disjoint.
 
     Args:
         spec: the dataset (its ``opendata_records`` say which records, in which fractions).
-        n_events: total number of events.
-        seed: seed of the final shuffle.
-        progress: show tqdm download bars.
+        n_events: total number of events, at most ``EVENTS_PER_WINDOW``.
+        seed: selects the window, then the order of the events.
+        progress: show progress bars.
+        workers: Dask workers of the LocalCluster (one per core if None); 1 reads in this process.
+        scheduler: a Dask scheduler's address (see :mod:`data_fetch.cluster`); the LocalCluster if None.
+        read: ``"remote"`` (byte ranges of the branches needed, the default) or ``"download"`` (whole
+            files into the cache first, checked, then read from disk); ``$MLHEP_OPENDATA_READ`` if None.
 
     Returns:
-        (arrays, metadata): the arrays of ``spec.schema``; metadata names the server and, per
-        record, the files read and how many events each gave.
+        (arrays, metadata): the arrays of ``spec.schema``; metadata names the server, the window and,
+        per record, the file pieces read and the files left out.
     """
+    from . import cluster
+
+    mode = read_mode(read)
+    if n_events > EVENTS_PER_WINDOW:
+        raise DataFetchError(
+            f"one seed reads at most {EVENTS_PER_WINDOW} events of the open data (its window), not {n_events}: "
+            "load several seeds and concatenate them (their events never overlap)"
+        )
     server = server_url()
-    parts, records_read = [], []
-    for record, count in zip(spec.opendata_records, events_per_record(spec, n_events), strict=True):
-        if count == 0:
-            continue
-        objects, weight, files_read = _read_record(record, count, n_events, server, progress)
+    counts = events_per_record(spec, n_events)
+    plans = [
+        _plan_record(record, count, n_events, server)
+        for record, count in zip(spec.opendata_records, counts, strict=True)
+    ]
+    windows = window_sizes(spec)
+    readers = [
+        FileReader(mode, cache.ensure_writable(cache.cache_root() / "opendata" / str(plan.record.recid)), progress)
+        for plan in plans
+    ]
+    sizes = [record_size(plan, reader) for plan, reader in zip(plans, readers, strict=True)]
+    for plan, size, window_events in zip(plans, sizes, windows, strict=True):
+        if size < window_events:  # not even one window: say which record, and which files it lacks
+            raise _too_few_events(plan.record, size, window_events, skipped=plan.skipped)
+    n_windows = number_of_windows(sizes, windows)
+    window = window_of_seed(seed, n_windows)
+    located, skipped = [], []  # per record: (its reader, its pieces), and the files left out
+    for plan, reader, size in zip(plans, readers, windows, strict=True):
+        pieces, left_out = locate(plan, window * size, reader)
+        located.append((reader, pieces))
+        skipped.append(left_out)
+    engine = "in process"
+    if mode == "download" or (workers == 1 and not cluster.scheduler_address(scheduler)):
+        events = [
+            reader.read(piece.remote, piece.start, piece.stop) for reader, pieces in located for piece in pieces
+        ]
+    else:
+        engine = "dask"
+        events = read_on_dask([piece for _, pieces in located for piece in pieces], workers, scheduler, progress)
+
+    parts, records_read, position = [], [], 0
+    for plan, (_, record_pieces), left_out in zip(plans, located, skipped, strict=True):
+        record_events = ak.concatenate(events[position : position + len(record_pieces)])
+        position += len(record_pieces)
+        objects, weight = nanoaod_to_arrays(record_events)
         parts.append(
             {
                 "objects": objects,
                 "weight": weight,
-                "label": np.full(count, record.label, dtype=np.int8),
-                "process": np.full(count, record.process_code, dtype=np.int8),
+                "label": np.full(plan.count, plan.record.label, dtype=np.int8),
+                "process": np.full(plan.count, plan.record.process_code, dtype=np.int8),
             }
         )
-        records_read.append({"recid": record.recid, "title": record.title, "events": count, "files": files_read})
+        records_read.append(
+            {
+                "recid": plan.record.recid,
+                "title": plan.record.title,
+                "events": plan.count,
+                "files": [
+                    {
+                        "file": p.remote.name,
+                        "url": p.remote.url,
+                        "entries": [p.start, p.stop],
+                        "events": p.stop - p.start,
+                    }
+                    for p in record_pieces
+                ],
+                "skipped": left_out,
+            }
+        )
     arrays = {
         name: np.concatenate([part[name] for part in parts]).astype(schema.dtype, copy=False)
         for name, schema in spec.schema.items()
     }
     order = np.random.default_rng(seed).permutation(n_events)
     arrays = {name: values[order] for name, values in arrays.items()}
-    return arrays, {"server": server, "records": records_read}
+    metadata = {
+        "server": server,
+        "read": mode,
+        "engine": engine,
+        "window": window,
+        "windows": n_windows,
+        "records": records_read,
+    }
+    return arrays, metadata
+
+
+def read_on_dask(pieces: list[Piece], workers: int | None, scheduler: str | None, progress: bool) -> list:
+    """The branches of every piece, read by Dask workers with ``uproot.dask`` (one task per piece).
+
+    ``uproot.dask`` builds a dask-awkward array whose partitions are the pieces; selecting
+    ``BRANCHES`` lets Dask's column projection read only those branches, as coffea does. The
+    partitions come back in order, so the result equals reading the pieces one after the other.
+    """
+    from . import cluster
+
+    files: dict = {}
+    for piece in pieces:  # one entry per file, its pieces as steps (a file appears once per record)
+        files.setdefault(piece.remote.url, {"object_path": TREE, "steps": []})["steps"].append(
+            [piece.start, piece.stop]
+        )
+    with cluster.client(workers, scheduler) as dask_client:
+        lazy = uproot.dask(
+            files,
+            filter_name=list(BRANCHES),
+            handler=uproot.source.http.HTTPSource,
+            timeout=READ_TIMEOUT,
+            open_files=False,
+        )[list(BRANCHES)]
+        partitions = lazy.to_delayed()
+        sizes = [piece.stop - piece.start for piece in pieces]
+        futures = dask_client.compute(partitions, retries=cluster.TASK_RETRIES)
+        with tqdm(total=sum(sizes), desc="open data", unit="ev", disable=not progress) as bar:
+            results = []
+            for future, size in zip(futures, sizes, strict=True):
+                results.append(future.result())
+                bar.update(size)
+    return results

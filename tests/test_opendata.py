@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import zlib
@@ -198,6 +199,8 @@ class FakePortal:
         self.supports_range = True
         self.cuts: dict = {}  # path -> [bytes sent before the connection dies, answers left to cut]
         self.status = 200  # another value: every answer is this HTTP error
+        self.flaky: dict = {}  # path -> how many more requests get HTTP 502 before it answers
+        self.bytes_sent: dict = {}  # path -> bytes of the file sent so far
 
     def build_records(self) -> None:
         """Record JSON shaped like https://opendata.cern.ch/api/records/<recid>."""
@@ -264,12 +267,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_HEAD(self):  # uproot asks for a remote file's size first
+        self._answer(head=True)
+
     def do_GET(self):
+        self._answer(head=False)
+
+    def _answer(self, head: bool):
         portal: FakePortal = self.server.portal
         path = urlsplit(self.path).path
-        portal.requests.append((path, self.headers.get("Range")))
+        range_header = self.headers.get("Range")
+        portal.requests.append((path, range_header) if not head else (path, "HEAD"))
         if portal.status != 200:
             return self._send(portal.status, b"portal down for maintenance")
+        if path in portal.flaky and portal.flaky[path] > 0:  # a transient error, as /eos sometimes gives
+            portal.flaky[path] -= 1
+            return self._send(502, b"bad gateway")
         if path.startswith("/api/records/"):
             record = portal.records.get(int(path.rsplit("/", 1)[-1]))
             if record is None:
@@ -278,16 +291,39 @@ class _Handler(BaseHTTPRequestHandler):
         data = portal.files.get(path)
         if data is None:
             return self._send(404, b"not found")
-        start, range_header = 0, self.headers.get("Range")
-        if range_header and portal.supports_range:
-            start = int(range_header.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                return self._send(416, headers={"Content-Range": f"bytes */{len(data)}"})
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
+        portal.bytes_sent[path] = portal.bytes_sent.get(path, 0)
+        if head:
             self.send_response(200)
-        body = data[start:]
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return None
+        ranges = []
+        if range_header and portal.supports_range:
+            for part in range_header.removeprefix("bytes=").split(","):
+                first, _, last = part.strip().partition("-")
+                ranges.append((int(first), min(int(last), len(data) - 1) if last else len(data) - 1))
+            if ranges[0][0] >= len(data):
+                return self._send(416, headers={"Content-Range": f"bytes */{len(data)}"})
+        if len(ranges) > 1:  # several ranges in one request: a multipart/byteranges answer
+            boundary = "fakeportalboundary"
+            body = b"".join(
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {a}-{b}/{len(data)}\r\n\r\n".encode()
+                + data[a : b + 1]
+                + b"\r\n"
+                for a, b in ranges
+            )
+            body += f"--{boundary}--\r\n".encode()
+            portal.bytes_sent[path] += sum(b - a + 1 for a, b in ranges)
+            return self._send(206, body, {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
+        if ranges:
+            start, stop = ranges[0][0], ranges[0][1] + 1
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
+        else:
+            start, stop = 0, len(data)
+            self.send_response(200)
+        body = data[start:stop]
         self.send_header("Content-Length", str(len(body)))
         if portal.supports_range:
             self.send_header("Accept-Ranges", "bytes")
@@ -297,8 +333,10 @@ class _Handler(BaseHTTPRequestHandler):
             cut[1] -= 1
             body = body[: cut[0]]
             self.close_connection = True
+        portal.bytes_sent[path] += len(body)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
+        return None
 
 
 def _closed_port_url() -> str:
@@ -323,6 +361,10 @@ def portal(root_files, monkeypatch, tmp_path):
     monkeypatch.setenv("MLHEP_OPENDATA_SERVER", fake.url)
     monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(opendata, "RETRY_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(opendata, "BACKOFF_SECONDS", 0.0)
+    # Windows of 250 events: 200 QCD (one file) and 50 signal; the records hold 2 and 3 of them, so a
+    # seed reads window seed mod 2.
+    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 250)
     yield fake
     server.shutdown()
     server.server_close()
@@ -460,7 +502,7 @@ def test_conversion_of_hand_written_event(root_files, tmp_path):
     path = tmp_path / "qcd_1.root"
     path.write_bytes(root_files["qcd_1.root"])
     assert opendata.count_events(path) == N_QCD_PER_FILE
-    events = opendata.read_nanoaod(path, 7)
+    events = opendata.read_nanoaod(path, 0, 7)
     assert len(events) == 7  # only the events asked for are read
     objects, weight = opendata.nanoaod_to_arrays(events)
     assert objects.shape == (7, 19, 3)
@@ -486,9 +528,16 @@ def test_conversion_applies_id_and_kinematic_cuts_on_random_events(root_files, t
 
 
 # ---------------------------------------------------------------- data_fetch.load end to end
+def _load(n_events: int, seed: int, **options) -> data_fetch.Dataset:
+    """In this process (workers=1) unless told otherwise: a Dask cluster costs seconds to start."""
+    return data_fetch.load(
+        "cms_ad", source="opendata", n_events=n_events, seed=seed, progress=False, **{"workers": 1, **options}
+    )
+
+
 def test_load_end_to_end_then_from_cache(portal, capsys):
-    n_events, seed = 250, 3
-    data = data_fetch.load("cms_ad", source="opendata", n_events=n_events, seed=seed, progress=False)
+    n_events, seed = 250, 2  # seed 2 reads window 0: the first 200 QCD events and the first 50 signal ones
+    data = _load(n_events, seed)
     assert data.source == "opendata"
     for name, schema in CMS_AD.schema.items():
         assert data[name].dtype == np.dtype(schema.dtype)
@@ -502,37 +551,115 @@ def test_load_end_to_end_then_from_cache(portal, capsys):
     assert matches == [int(np.flatnonzero(order == 0)[0])]  # the hand event, where the shuffle put it
     assert portal.hits("qcd_2.root") == []  # not needed for 200 QCD events
     assert [r["recid"] for r in data.metadata["records"]] == [QCD_RECID, SIGNAL_RECID]
-    assert data.metadata["records"][0]["files"][0]["events"] == 200
+    assert data.metadata["records"][0]["files"][0]["entries"] == [0, 200]
+    assert (data.metadata["read"], data.metadata["window"], data.metadata["windows"]) == ("remote", 0, 2)
+    assert not (Path(os.environ["MLHEP_DATA_DIR"]) / "opendata" / str(QCD_RECID) / "qcd_1.root").exists()
 
     n_requests = len(portal.requests)
-    again = data_fetch.load("cms_ad", source="opendata", n_events=n_events, seed=seed, progress=False)
+    again = _load(n_events, seed)
     assert len(portal.requests) == n_requests  # served from the cache: no HTTP request
     for name in CMS_AD.schema:
         np.testing.assert_array_equal(again[name], data[name])
 
 
-def test_load_downloads_more_files_only_when_needed(portal, tmp_path):
-    data_fetch.load("cms_ad", source="opendata", n_events=100, seed=0, progress=False)
-    assert portal.hits("qcd_2.root") == []
-    data = data_fetch.load("cms_ad", source="opendata", n_events=300, seed=0, progress=False)
-    assert int((data["label"] == 0).sum()) == 240  # 200 + 40 from the second file
-    assert portal.hits("qcd_1.root") == [None]  # reused from the download cache
-    assert portal.hits("qcd_2.root") == [None]
-    downloaded = [p.name for p in _cache_files(tmp_path) if p.parts[1] == "opendata"]
-    assert sorted(downloaded) == ["qcd_1.root", "qcd_2.root", "signal_1.root"]  # no .partial left
+def test_remote_read_moves_only_the_branches_and_events_needed(portal, root_files):
+    _load(50, 0)  # 40 QCD events of qcd_1, 10 signal events
+    sent = portal.bytes_sent[f"{QCD_FOLDER}/qcd_1.root"]
+    # The test files hold little else than the 16 branches read, so the saving here is the events
+    # not read and the baskets skipped; on real NanoAOD (about 1 500 branches) it is far larger.
+    assert sent < len(root_files["qcd_1.root"])
+    assert all(rng not in (None, "bytes=0-") for rng in portal.hits("qcd_1.root"))  # never the whole file
 
 
-def test_asking_more_events_than_the_record_has_fails_before_downloading(portal):
+def test_different_seeds_read_disjoint_events_whatever_their_sizes(portal):
+    def event_ids(data):  # MET pT and the leading jet pT: random floats, unique per test event
+        return set(zip(data["objects"][:, 0, 0].tolist(), data["objects"][:, 9, 0].tolist(), strict=True))
+
+    training = _load(250, 0)  # window 0
+    held_out = _load(100, 1)  # window 1: the second QCD file, signal events 50-70
+    assert len(event_ids(training)) == 250 and len(event_ids(held_out)) == 100
+    assert event_ids(training).isdisjoint(event_ids(held_out))
+    assert held_out.metadata["records"][0]["files"][0]["file"] == "qcd_2.root"
+    assert held_out.metadata["records"][1]["files"][0]["entries"] == [50, 70]
+    same_window = _load(250, 2)  # 2 mod 2 = 0: the same events as seed 0, in another order
+    assert event_ids(same_window) == event_ids(training)
+    assert not np.array_equal(same_window["objects"], training["objects"])
+
+
+def test_download_mode_keeps_checked_files_and_gives_the_same_arrays(portal, tmp_path, monkeypatch):
+    remote = _load(250, 1)
+    monkeypatch.setenv("MLHEP_OPENDATA_READ", "download")
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(tmp_path / "cache2"))  # not the arrays cached above
+    downloaded = _load(250, 1)
+    for name in CMS_AD.schema:
+        np.testing.assert_array_equal(downloaded[name], remote[name])
+    assert downloaded.metadata["read"] == "download"
+    files = sorted(p.name for p in (tmp_path / "cache2" / "opendata").rglob("*") if p.is_file())
+    # Window 1 starts after the first QCD file, which is downloaded too (to count its events); no
+    # .partial file is left.
+    assert files == ["qcd_1.root", "qcd_2.root", "signal_1.root"]
+
+
+def test_unknown_read_mode_says_what_to_choose(portal, monkeypatch):
+    monkeypatch.setenv("MLHEP_OPENDATA_READ", "xrootd")
+    with pytest.raises(DataFetchError, match=r"unknown open-data read mode 'xrootd'.*remote, download"):
+        _load(50, 0)
+
+
+def test_transient_server_errors_are_tried_again(portal, capsys):
+    portal.flaky[f"{QCD_FOLDER}/qcd_1.root"] = 2  # two HTTP 502 answers, then the file
+    portal.flaky["/api/records/63168"] = 1
+    data = _load(50, 0)
+    assert len(data) == 50
+    out = capsys.readouterr().out
+    assert out.count("trying again") == 3
+    assert "HTTP 502" in out
+
+
+def test_server_that_keeps_failing_is_reported_as_unavailable(portal):
+    portal.flaky[f"{QCD_FOLDER}/qcd_1.root"] = 100
+    with pytest.raises(SourceUnavailableError, match=r"opening qcd_1.root failed 4 times \(HTTP 502\)"):
+        _load(50, 0)
+
+
+def test_missing_or_offline_files_are_skipped_for_the_next_one(portal, capsys):
+    del portal.files[f"{QCD_FOLDER}/qcd_1.root"]  # answers 404 now
+    data = _load(100, 0)  # window 0 of what remains: qcd_2 supplies the 80 QCD events
+    records = data.metadata["records"]
+    assert [f["file"] for f in records[0]["files"]] == ["qcd_2.root"]
+    assert records[0]["skipped"] == ["qcd_1.root: HTTP 404, not found"]
+    assert "skipping qcd_1.root: HTTP 404" in capsys.readouterr().out
+    portal.records[SIGNAL_RECID]["metadata"]["files"][0]["availability"] = "on demand"
+    with pytest.raises(DataFetchError, match=r"availability 'on demand', not 'online'"):
+        _load(100, 1)  # the signal record has no other file: it cannot supply the events
+
+
+def test_checksum_failing_twice_skips_the_file_in_download_mode(portal, monkeypatch):
+    monkeypatch.setenv("MLHEP_OPENDATA_READ", "download")
+    index = portal.records[QCD_RECID]["metadata"]["_file_indices"][0]["files"]
+    index[0]["checksum"] = "00000001"  # a bare 8-hex checksum is adler32; this one is wrong
+    data = _load(100, 0)
+    assert data.metadata["records"][0]["skipped"] == ["qcd_1.root: checksum failed twice"]
+    assert data.metadata["records"][0]["files"][0]["file"] == "qcd_2.root"
+
+
+def test_asking_more_events_than_a_window_says_how_to_get_more(portal):
+    with pytest.raises(DataFetchError, match=r"at most 250 events .* load several seeds"):
+        _load(300, 0)
+
+
+def test_asking_more_events_than_the_record_has_fails_before_reading(portal, monkeypatch):
+    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 10_000)
     with pytest.raises(DataFetchError, match=r"has only 400 events, .* ask for at most 500 events"):
-        data_fetch.load("cms_ad", source="opendata", n_events=1000, progress=False)
+        _load(1000, 0)
     assert portal.hits("qcd_1.root") == []  # the record's number_events said it all
 
 
-def test_asking_more_events_than_the_files_hold(portal):
-    del portal.records[QCD_RECID]["metadata"]["distribution"]  # the check after reading the files
-    with pytest.raises(DataFetchError, match=r"has only 400 events, .* ask for at most 500 events"):
-        data_fetch.load("cms_ad", source="opendata", n_events=1000, progress=False)
-    assert portal.hits("qcd_2.root") == [None]
+def test_asking_more_events_than_the_files_hold(portal, monkeypatch):
+    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 10_000)
+    del portal.records[QCD_RECID]["metadata"]["distribution"]  # the check after counting the files
+    with pytest.raises(DataFetchError, match=r"has only 400 events, fewer than the 800"):
+        _load(1000, 0)
 
 
 def test_cache_description_needs_no_network_and_names_what_matters(portal):

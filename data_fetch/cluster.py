@@ -1,0 +1,141 @@
+"""Where data production runs: a Dask ``distributed`` client, the same code from a laptop to a cluster.
+
+By default the work runs on a ``LocalCluster`` of one single-threaded worker process per core of
+this machine. To run it elsewhere, name a Dask scheduler: ``--scheduler tcp://host:8786`` on the
+command line or ``$MLHEP_DASK_SCHEDULER``. Whatever starts that scheduler's workers (dask-jobqueue
+on Slurm or HTCondor, dask-kubernetes, a facility's Dask Gateway, ``dask worker`` by hand) only
+needs this course installed in the workers' environment (``pip install -e .`` of this repository,
+or the same container image): the tasks are functions of ``data_fetch``.
+
+Results do not depend on the number or kind of workers: every task carries its own seed and
+position, the client sorts the results by position, and only the client writes the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from distributed import Client, KilledWorker, LocalCluster, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
+from tqdm.auto import tqdm
+
+from .errors import DataFetchError
+
+SCHEDULER_VARIABLE = "MLHEP_DASK_SCHEDULER"
+#: How many times Dask runs a task again when it raises. A task whose worker dies is another
+#: matter: the scheduler runs it again on another worker by itself, and gives up (KilledWorker)
+#: after its ``distributed.scheduler.allowed-failures`` deaths (3 by default).
+TASK_RETRIES = 2
+#: Seconds to wait for a named scheduler to answer.
+CONNECT_TIMEOUT = "20s"
+
+
+def default_workers() -> int:
+    """Cores this process may use (its CPU affinity, which a batch system may restrict)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def scheduler_address(scheduler: str | None = None) -> str | None:
+    """The scheduler to use: ``scheduler`` if given, else ``$MLHEP_DASK_SCHEDULER``, else None (local)."""
+    return scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+
+
+def stdout_to_stderr() -> None:
+    """Send this worker process's C++ chatter (FastJet's banner) to stderr, keeping stdout for results."""
+    os.dup2(2, 1)
+
+
+class StdoutToStderr(WorkerPlugin):
+    """:func:`stdout_to_stderr` in every worker, those the nanny restarts after a crash included.
+
+    The workers of a LocalCluster write to this process's standard output: in a notebook, the
+    output of the cell that loads a dataset.
+    """
+
+    name = "data-fetch-stdout-to-stderr"
+
+    def setup(self, worker) -> None:
+        stdout_to_stderr()
+
+
+@contextlib.contextmanager
+def local_client(workers: int | None = None) -> Iterator[Client]:
+    """A ``distributed.Client`` on a LocalCluster of ``workers`` processes, closed after the block.
+
+    Starting it takes a second or two; its workers are spawned processes with one thread each,
+    since Pythia, FastJet and uproot's decompression hold the interpreter lock.
+    """
+    cluster = LocalCluster(
+        n_workers=workers or default_workers(),
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,  # no web server: a notebook or CI job does not need one
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as dask_client:
+        dask_client.register_plugin(StdoutToStderr())
+        yield dask_client
+
+
+@contextlib.contextmanager
+def client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """A ``distributed.Client``: on the named scheduler, or on a LocalCluster of ``workers`` processes.
+
+    The scheduler is ``scheduler``, else ``$MLHEP_DASK_SCHEDULER``; with neither, a LocalCluster
+    (:func:`local_client`) runs for the block. ``workers`` does not apply to a named scheduler:
+    whoever started it decided how many workers it has.
+    """
+    address = scheduler_address(scheduler)
+    if not address:
+        with local_client(workers) as dask_client:
+            yield dask_client
+        return
+    try:
+        dask_client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, ValueError) as exc:  # OSError: nobody answered; ValueError: not an address
+        raise DataFetchError(
+            f"no Dask scheduler answered at {address} ({exc}); check the address (--scheduler or "
+            f"${SCHEDULER_VARIABLE}), or leave both unset to run on this machine"
+        ) from None
+    with dask_client:
+        yield dask_client
+
+
+def worker_count(dask_client: Client) -> int:
+    """How many workers the scheduler of ``dask_client`` has now."""
+    return len(dask_client.nthreads())
+
+
+def run_tasks(
+    function: Callable,
+    tasks: Sequence,
+    sizes: Sequence[int],
+    dask_client: Client,
+    desc: str,
+    progress: bool = True,
+) -> list:
+    """Run ``function(task)`` for every task on ``dask_client``, with a progress bar in events.
+
+    ``function`` must be importable by the workers (a top-level function of a module they have).
+    Returns the results in the order of ``tasks``, whatever order they finish in. A task that
+    raises runs again (``TASK_RETRIES`` times); a task whose worker dies runs again on another.
+    """
+    futures = dask_client.map(function, tasks, pure=False, retries=TASK_RETRIES)
+    position = {future.key: index for index, future in enumerate(futures)}
+    results: list = [None] * len(tasks)
+    with tqdm(total=sum(sizes), desc=desc, unit="ev", disable=not progress) as bar:
+        for future in as_completed(futures):
+            index = position[future.key]
+            try:
+                results[index] = future.result()
+            except KilledWorker as exc:
+                raise DataFetchError(
+                    f"{desc}: task {index} killed every worker that ran it, so Dask gave up ({exc}); "
+                    "a worker may run out of memory: see the workers' logs"
+                ) from None
+            bar.update(sizes[index])
+            future.release()
+    return results
