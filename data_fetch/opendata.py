@@ -18,8 +18,8 @@ What it does, step by step:
    Transient errors (HTTP 5xx, reset connections) are tried again with growing pauses. A file that
    is not ``online``, answers 404, or fails its checksum twice is skipped with one line, and the
    next file of the record takes its place; the load fails only when the record cannot supply the
-   events. On a Dask client (:mod:`data_fetch.cluster`) the reading runs as one task per file piece
-   with ``uproot.dask``; the arrays are the same.
+   events. On a Dask client (:mod:`data_fetch.cluster`) the reading runs as one task per file piece,
+   as with ``uproot.dask``; the arrays are the same.
 3. **Convert** the NanoAOD branches of tree ``Events``: apply the CMS object identification
    below, and build the object table with :func:`data_fetch.cms_ad.build_objects` (which applies
    the kinematic selection shared with the offline source).
@@ -45,7 +45,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -511,36 +511,61 @@ def open_remote(url: str):
 
 @dataclass
 class FileReader:
-    """Opens the files of one record, remotely (byte ranges) or after downloading them whole."""
+    """Opens the files of one record, remotely (byte ranges) or after downloading them whole.
+
+    A remote file stays open between counting its events and reading them, so that its tree's
+    description (the metadata of every branch, a few MB for a full NanoAOD file) is read once.
+    """
 
     mode: str
     folder: Path
     progress: bool
+    opened: dict = field(default_factory=dict)  # url -> open remote file
 
     def local_path(self, remote: RemoteFile) -> Path:
         return with_retries(
             f"downloading {remote.name}", lambda: download_file(remote, self.folder, self.progress)
         )
 
+    def _tree(self, remote: RemoteFile):
+        if remote.url not in self.opened:
+            self.opened[remote.url] = open_remote(remote.url)
+        return _events_tree(self.opened[remote.url], remote.url)
+
+    def _forget(self, remote: RemoteFile) -> None:
+        """Close a remote file after an error, so that a retry opens it afresh."""
+        file = self.opened.pop(remote.url, None)
+        if file is not None:
+            file.close()
+
+    def _remotely(self, what: str, remote: RemoteFile, action: Callable[[], T]) -> T:
+        def attempt() -> T:
+            try:
+                return action()
+            except Exception:
+                self._forget(remote)
+                raise
+
+        return with_retries(what, attempt)
+
     def num_entries(self, remote: RemoteFile) -> int:
         if self.mode == "download":
             return count_events(self.local_path(remote))
-
-        def count() -> int:
-            with open_remote(remote.url) as file:
-                return int(_events_tree(file, remote.url).num_entries)
-
-        return with_retries(f"opening {remote.name}", count)
+        return self._remotely(f"opening {remote.name}", remote, lambda: int(self._tree(remote).num_entries))
 
     def read(self, remote: RemoteFile, start: int, stop: int) -> ak.Array:
         if self.mode == "download":
             return read_nanoaod(self.local_path(remote), start, stop)
+        return self._remotely(
+            f"reading events {start}-{stop} of {remote.name}",
+            remote,
+            lambda: _read_branches(self._tree(remote), start, stop),
+        )
 
-        def read() -> ak.Array:
-            with open_remote(remote.url) as file:
-                return _read_branches(_events_tree(file, remote.url), start, stop)
-
-        return with_retries(f"reading events {start}-{stop} of {remote.name}", read)
+    def close(self) -> None:
+        for file in self.opened.values():
+            file.close()
+        self.opened.clear()
 
 
 # ------------------------------------------------------------------ NanoAOD -> object table
@@ -801,26 +826,33 @@ def produce(
         FileReader(mode, cache.ensure_writable(cache.cache_root() / "opendata" / str(plan.record.recid)), progress)
         for plan in plans
     ]
-    sizes = [record_size(plan, reader) for plan, reader in zip(plans, readers, strict=True)]
-    for plan, size, window_events in zip(plans, sizes, windows, strict=True):
-        if size < window_events:  # not even one window: say which record, and which files it lacks
-            raise _too_few_events(plan.record, size, window_events, skipped=plan.skipped)
-    n_windows = number_of_windows(sizes, windows)
-    window = window_of_seed(seed, n_windows)
-    located, skipped = [], []  # per record: (its reader, its pieces), and the files left out
-    for plan, reader, size in zip(plans, readers, windows, strict=True):
-        pieces, left_out = locate(plan, window * size, reader)
-        located.append((reader, pieces))
-        skipped.append(left_out)
-    engine = "in process"
-    if mode == "download" or (workers == 1 and not cluster.scheduler_address(scheduler)):
-        events = [
-            reader.read(piece.remote, piece.start, piece.stop) for reader, pieces in located for piece in pieces
-        ]
-    else:
-        engine = "dask"
-        events = read_on_dask([piece for _, pieces in located for piece in pieces], workers, scheduler, progress)
-
+    try:  # the remote files stay open from counting to reading, and are closed whatever happens
+        sizes = [record_size(plan, reader) for plan, reader in zip(plans, readers, strict=True)]
+        for plan, size, window_events in zip(plans, sizes, windows, strict=True):
+            if size < window_events:  # not even one window: say which record, and which files it lacks
+                raise _too_few_events(plan.record, size, window_events, skipped=plan.skipped)
+        n_windows = number_of_windows(sizes, windows)
+        window = window_of_seed(seed, n_windows)
+        located, skipped = [], []  # per record: (its reader, its pieces), and the files left out
+        for plan, reader, size in zip(plans, readers, windows, strict=True):
+            pieces, left_out = locate(plan, window * size, reader)
+            located.append((reader, pieces))
+            skipped.append(left_out)
+        engine = "in process"
+        if mode == "download" or (workers == 1 and not cluster.scheduler_address(scheduler)):
+            events = [
+                reader.read(piece.remote, piece.start, piece.stop)
+                for reader, pieces in located
+                for piece in pieces
+            ]
+        else:
+            engine = "dask"
+            events = read_on_dask(
+                [piece for _, pieces in located for piece in pieces], workers, scheduler, progress
+            )
+    finally:
+        for reader in readers:
+            reader.close()
     parts, records_read, position = [], [], 0
     for plan, (_, record_pieces), left_out in zip(plans, located, skipped, strict=True):
         record_events = ak.concatenate(events[position : position + len(record_pieces)])
@@ -868,34 +900,25 @@ def produce(
     return arrays, metadata
 
 
-def read_on_dask(pieces: list[Piece], workers: int | None, scheduler: str | None, progress: bool) -> list:
-    """The branches of every piece, read by Dask workers with ``uproot.dask`` (one task per piece).
+def read_piece(piece: Piece) -> ak.Array:
+    """One reading task, as a Dask worker runs it: the branches of one file piece, read remotely."""
+    reader = FileReader("remote", Path(), progress=False)
+    try:
+        return reader.read(piece.remote, piece.start, piece.stop)
+    finally:
+        reader.close()
 
-    ``uproot.dask`` builds a dask-awkward array whose partitions are the pieces; selecting
-    ``BRANCHES`` lets Dask's column projection read only those branches, as coffea does. The
-    partitions come back in order, so the result equals reading the pieces one after the other.
+
+def read_on_dask(pieces: list[Piece], workers: int | None, scheduler: str | None, progress: bool) -> list:
+    """The branches of every piece, read by Dask workers: one task per file piece.
+
+    This is the partitioning of ``uproot.dask`` and coffea (one task per file chunk, only the
+    columns needed); the tasks call ``uproot.open`` with ``HTTPSource`` themselves because
+    ``uproot.dask`` expands every URL through fsspec, whose HTTP file system needs aiohttp. The
+    results come back in the order of ``pieces``, so they equal reading the pieces one by one.
     """
     from . import cluster
 
-    files: dict = {}
-    for piece in pieces:  # one entry per file, its pieces as steps (a file appears once per record)
-        files.setdefault(piece.remote.url, {"object_path": TREE, "steps": []})["steps"].append(
-            [piece.start, piece.stop]
-        )
     with cluster.client(workers, scheduler) as dask_client:
-        lazy = uproot.dask(
-            files,
-            filter_name=list(BRANCHES),
-            handler=uproot.source.http.HTTPSource,
-            timeout=READ_TIMEOUT,
-            open_files=False,
-        )[list(BRANCHES)]
-        partitions = lazy.to_delayed()
         sizes = [piece.stop - piece.start for piece in pieces]
-        futures = dask_client.compute(partitions, retries=cluster.TASK_RETRIES)
-        with tqdm(total=sum(sizes), desc="open data", unit="ev", disable=not progress) as bar:
-            results = []
-            for future, size in zip(futures, sizes, strict=True):
-                results.append(future.result())
-                bar.update(size)
-    return results
+        return cluster.run_tasks(read_piece, pieces, sizes, dask_client, "open data", progress)
