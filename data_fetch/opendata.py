@@ -922,3 +922,53 @@ def read_on_dask(pieces: list[Piece], workers: int | None, scheduler: str | None
     with cluster.client(workers, scheduler) as dask_client:
         sizes = [piece.stop - piece.start for piece in pieces]
         return cluster.run_tasks(read_piece, pieces, sizes, dask_client, "open data", progress)
+
+
+# ------------------------------------------------------------------ a check before class
+def check_portal(n_events: int = 100, spec: DatasetSpec = CMS_AD, echo: Callable[[str], None] = print) -> bool:
+    """Try what the ``opendata`` source needs, on this machine's network, and say what worked.
+
+    For each record of ``spec``: fetch its listing, open its first online file remotely and read
+    ``n_events`` events of the branches this source uses, then convert them. One line per step, with
+    the time and bytes it took, or why it failed. ``python -m data_fetch check-portal`` runs it.
+
+    Returns:
+        True if every step worked.
+    """
+    echo(f"CERN Open Data portal: {server_url()} (set ${SERVER_VARIABLE} to use another)")
+    all_ok = True
+    for record in spec.opendata_records:
+        start = time.perf_counter()
+        try:
+            files = files_of_record(fetch_record_json(record.recid), server_url())
+        except DataFetchError as exc:
+            echo(f"FAILED record {record.recid}: listing: {exc}")
+            all_ok = False
+            continue
+        online = [remote for remote in files if remote.availability == "online"]
+        echo(
+            f"ok     record {record.recid}: {len(files)} ROOT files listed ({len(online)} online, "
+            f"{sum(f.size for f in files) / 1e9:.1f} GB) in {time.perf_counter() - start:.1f} s"
+        )
+        if not online:
+            echo(f"FAILED record {record.recid}: no file is online")
+            all_ok = False
+            continue
+        remote = online[0]
+        start = time.perf_counter()
+        try:
+            with open_remote(remote.url) as file:
+                tree = _events_tree(file, remote.url)
+                events = _read_branches(tree, 0, n_events)
+                entries, moved = tree.num_entries, file.file.source.num_requested_bytes
+            objects, _ = nanoaod_to_arrays(events)
+        except Exception as exc:  # report every kind of failure, then go on with the next record
+            echo(f"FAILED record {record.recid}: reading {remote.url}: {type(exc).__name__}: {str(exc)[:300]}")
+            all_ok = False
+            continue
+        echo(
+            f"ok     record {record.recid}: read {len(objects)} of {entries} events of {remote.name} "
+            f"({moved / 1e6:.1f} MB of {remote.size / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s"
+        )
+    echo("everything the open-data source needs works" if all_ok else 'some steps failed: use source="pythia"')
+    return all_ok

@@ -814,3 +814,19 @@ def test_real_nanoaod_listing_remote_read_and_conversion(portal, real_nanoaod, t
         (objects[:, 5:9, 0] > 0).sum(axis=1), np.minimum(ak.to_numpy(ak.sum(good_muon, axis=1)), 4)
     )
     assert leading_jet.max() > 30 and (objects[:, 5:9, 0] > 0).any()  # real events: jets and muons were found
+
+
+def test_check_portal_says_what_worked_and_what_failed(portal):
+    lines = []
+    assert opendata.check_portal(n_events=20, echo=lines.append)
+    assert any(line.startswith("ok     record 63168: read 20 of 200 events of qcd_1.root") for line in lines)
+    assert any(line.startswith("ok     record 33703: 1 ROOT files listed (1 online") for line in lines)
+    del portal.files["/files/signal_1.root"]
+    lines.clear()
+    assert not opendata.check_portal(n_events=20, echo=lines.append)
+    assert any(line.startswith("FAILED record 33703: reading") and "404" in line for line in lines)
+    portal.status = 503
+    lines.clear()
+    assert not opendata.check_portal(n_events=20, echo=lines.append)
+    assert sum(line.startswith("FAILED") for line in lines) == 2
+    assert lines[-1].endswith('use source="pythia"')
