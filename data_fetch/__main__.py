@@ -1,5 +1,5 @@
 """Command line: ``python -m data_fetch list | info NAME | fetch NAME ... | fetch-course --scale S | manifest |
-benchmark NAME ...``."""
+check-portal | benchmark NAME ...``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ import argparse
 import json
 import sys
 
-from . import dataset, manifest
+from . import cluster, dataset, manifest
 from .errors import DataFetchError
 from .registry import get_spec
+
+
+def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help=f"Dask scheduler address (tcp://host:8786); default ${cluster.SCHEDULER_VARIABLE} "
+        "or a LocalCluster on this machine",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("--source", default="auto", choices=dataset.SOURCES)
     p_fetch.add_argument("--n-events", type=int, default=None)
     p_fetch.add_argument("--seed", type=int, default=0)
+    add_scheduler_option(p_fetch)
     p_course = sub.add_parser(
         "fetch-course", help="produce every sample the course needs at one scale (data_fetch/manifest.py)"
     )
@@ -34,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_course.add_argument("--lesson", default=None, help="only this lesson's samples (e.g. 01)")
     p_course.add_argument("--source", default="pythia", choices=dataset.SOURCES)
+    add_scheduler_option(p_course)
     sub.add_parser("manifest", help="the course's samples: dataset, role, size, seed, notebooks")
-    p_bench = sub.add_parser("benchmark", help="offline generation vs a bare Pythia loop")
+    p_check = sub.add_parser(
+        "check-portal",
+        help="on a networked machine: list the open-data records, read a few events of each remotely, "
+        "and say what worked",
+    )
+    p_check.add_argument("--n-events", type=int, default=100)
+    p_bench = sub.add_parser(
+        "benchmark", help="offline generation vs a bare Pythia loop, on a process pool and on a Dask LocalCluster"
+    )
     p_bench.add_argument("name")
     p_bench.add_argument("--n-events", type=int, default=2000)
     p_bench.add_argument("--workers", type=int, default=None)
@@ -48,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "info":
             print(dataset.info(args.name))
         elif args.command == "fetch":
-            data = dataset.load(args.name, n_events=args.n_events, seed=args.seed, source=args.source)
+            data = dataset.load(
+                args.name, n_events=args.n_events, seed=args.seed, source=args.source, scheduler=args.scheduler
+            )
             print(data)
             print(json.dumps(data.metadata, indent=1))
         elif args.command == "fetch-course":
-            fetched = manifest.fetch_course(args.scale, args.lesson, source=args.source)
+            fetched = manifest.fetch_course(args.scale, args.lesson, source=args.source, scheduler=args.scheduler)
             print(f"{len(fetched)} samples ready for the {args.scale} scale")
+        elif args.command == "check-portal":
+            from . import opendata
+
+            return 0 if opendata.check_portal(n_events=args.n_events) else 1
         elif args.command == "manifest":
             for entry in manifest.SAMPLES:
                 seed = "drawn" if entry.seed is None else entry.seed

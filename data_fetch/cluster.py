@@ -14,10 +14,13 @@ position, the client sorts the results by position, and only the client writes t
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 
+import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm.auto import tqdm
@@ -25,6 +28,9 @@ from tqdm.auto import tqdm
 from .errors import DataFetchError
 
 SCHEDULER_VARIABLE = "MLHEP_DASK_SCHEDULER"
+#: The workers of the LocalCluster share this machine's cores with the generation itself: no
+#: statistical profiler sampling every task's stack every 10 ms (it is for the dashboard, which is off).
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 #: How many times Dask runs a task again when it raises. A task whose worker dies is another
 #: matter: the scheduler runs it again on another worker by itself, and gives up (KilledWorker)
 #: after its ``distributed.scheduler.allowed-failures`` deaths (3 by default).
@@ -68,14 +74,26 @@ def local_client(workers: int | None = None) -> Iterator[Client]:
     Starting it takes a second or two; its workers are spawned processes with one thread each,
     since Pythia, FastJet and uproot's decompression hold the interpreter lock.
     """
-    cluster = LocalCluster(
-        n_workers=workers or default_workers(),
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,  # no web server: a notebook or CI job does not need one
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster) as dask_client:
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A script without a main guard runs again in every spawned worker as it starts: this call
+        # would start clusters without end. multiprocessing refuses the same way.
+        raise DataFetchError(
+            "a data_fetch worker process is starting and imported a script that loads data at its top "
+            'level: put the script\'s code under `if __name__ == "__main__":` (as multiprocessing and Dask '
+            "need), or load with workers=1"
+        )
+    with dask.config.set(LOCAL_WORKER_CONFIG):
+        local_cluster = LocalCluster(
+            n_workers=workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,  # no dashboard: a notebook or CI job does not need one
+            # The scheduler still serves its health checks over HTTP: on a free port, not on 8787, which
+            # another cluster of this machine (a student's own Dask) may hold, with a warning each time.
+            scheduler_kwargs={"dashboard_address": ":0"},
+            silence_logs=logging.ERROR,
+        )
+    with local_cluster, Client(local_cluster) as dask_client:
         dask_client.register_plugin(StdoutToStderr())
         yield dask_client
 
@@ -93,13 +111,20 @@ def client(workers: int | None = None, scheduler: str | None = None) -> Iterator
         with local_client(workers) as dask_client:
             yield dask_client
         return
+    failure = None
     try:
         dask_client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, ValueError) as exc:  # OSError: nobody answered; ValueError: not an address
+        failure = str(exc)
+    if failure is not None:
+        # The half-made Client closes its event loop when the garbage collector frees it. Should
+        # that happen while another Client starts, both wait for the same lock of distributed for
+        # ever (seen with distributed 2025.3): free it now, outside any other Client.
+        gc.collect()
         raise DataFetchError(
-            f"no Dask scheduler answered at {address} ({exc}); check the address (--scheduler or "
+            f"no Dask scheduler answered at {address} ({failure}); check the address (--scheduler or "
             f"${SCHEDULER_VARIABLE}), or leave both unset to run on this machine"
-        ) from None
+        )
     with dask_client:
         yield dask_client
 
@@ -121,7 +146,8 @@ def run_tasks(
 
     ``function`` must be importable by the workers (a top-level function of a module they have).
     Returns the results in the order of ``tasks``, whatever order they finish in. A task that
-    raises runs again (``TASK_RETRIES`` times); a task whose worker dies runs again on another.
+    raises runs again (``TASK_RETRIES`` times); a task whose worker dies runs again on another
+    worker, or on the same one once its nanny has restarted it.
     """
     futures = dask_client.map(function, tasks, pure=False, retries=TASK_RETRIES)
     position = {future.key: index for index, future in enumerate(futures)}

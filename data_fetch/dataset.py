@@ -146,7 +146,9 @@ def load(
 
     cache.ensure_writable(path.parent)
     start = time.perf_counter()
-    arrays, metadata = producer.produce(spec, n_events, seed, progress=progress, workers=workers, scheduler=scheduler)
+    arrays, metadata = producer.produce(
+        spec, n_events, seed, progress=progress, workers=workers, scheduler=scheduler
+    )
     metadata = {
         **metadata,
         "dataset": name,

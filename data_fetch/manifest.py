@@ -157,15 +157,20 @@ def course_samples(scale: str, lesson: str | None = None) -> list[tuple[Sample, 
     return chosen
 
 
-def fetch_course(scale: str, lesson: str | None = None, source: str = "pythia") -> list[dict]:
-    """Produce (or find in the cache) every sample ``scale`` needs; returns what was fetched."""
+def fetch_course(
+    scale: str, lesson: str | None = None, source: str = "pythia", scheduler: str | None = None
+) -> list[dict]:
+    """Produce (or find in the cache) every sample ``scale`` needs; returns what was fetched.
+
+    ``scheduler``: the Dask scheduler that generates them (see :func:`data_fetch.load`).
+    """
     from .dataset import load
 
     fetched = []
     for entry, seed in course_samples(scale, lesson):
         uses = ", ".join(entry.used_by)
         print(f"== {entry.dataset}: {entry.n_events} events, seed {seed} ({entry.role}: {uses})", flush=True)
-        data = load(entry.dataset, n_events=entry.n_events, seed=seed, source=source)
+        data = load(entry.dataset, n_events=entry.n_events, seed=seed, source=source, scheduler=scheduler)
         fetched.append(
             {
                 "dataset": entry.dataset,

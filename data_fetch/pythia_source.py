@@ -38,13 +38,15 @@ for a very narrow jet (tau1 near 0) the ratio can come out slightly above 1 (abo
 at most 1.5 in 40 000 events). An event with fewer than two jets gets zeros for what it lacks.
 
 Events are produced in tasks of ``TASK_SIZE`` events, each with its own seed derived from
-(seed, process, task number), so the result does not depend on how many cores share the work.
+(seed, process, task number), so the result does not depend on how many cores share the work nor
+on where they are. The tasks run on a Dask client (:mod:`data_fetch.cluster`: a LocalCluster on this
+machine, or a named scheduler); a process pool of this machine (``engine="pool"``) remains for
+:func:`benchmark` to compare the two.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -54,7 +56,8 @@ import awkward as ak
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import cms_ad, top_tagging
+from . import cluster, cms_ad, top_tagging
+from .cluster import default_workers  # also pythia_source.default_workers, for its callers
 from .errors import DataFetchError
 from .registry import COMMON_PYTHIA_SETTINGS, DatasetSpec, GeneratedProcess
 
@@ -87,10 +90,8 @@ LARGE_R_JETS = {
     "jet_pt_min": 100.0,
     "subjet_axes": "exclusive kT",  # the N axes of tau_N
 }
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+#: Where :func:`produce` runs its tasks: on a Dask client, or on a process pool of this machine.
+ENGINES = ("dask", "pool")
 
 
 def pythia_version() -> str:
@@ -519,13 +520,9 @@ def run_bare_task(task: Task) -> dict:
     return {"index": task.index, "seconds": time.perf_counter() - start}
 
 
-def _quiet_worker() -> None:
-    """Send the workers' C++ chatter (FastJet's banner) to stderr, keeping stdout for results."""
-    os.dup2(2, 1)
-
-
 def _map(function, tasks, workers, progress, desc):
-    """Run tasks on ``workers`` processes (spawned: safe inside a Jupyter kernel)."""
+    """Run tasks on a pool of ``workers`` processes (spawned: safe inside a Jupyter kernel), or in
+    this process for one worker."""
     bar = tqdm(total=sum(t.n_events for t in tasks), desc=desc, unit="ev", disable=not progress)
     results = []
     if workers == 1:
@@ -534,7 +531,7 @@ def _map(function, tasks, workers, progress, desc):
             bar.update(task.n_events)
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_quiet_worker) as pool:
+        with context.Pool(workers, initializer=cluster.stdout_to_stderr) as pool:
             sizes = {t.index: t.n_events for t in tasks}
             for result in pool.imap_unordered(function, tasks):
                 results.append(result)
@@ -544,14 +541,43 @@ def _map(function, tasks, workers, progress, desc):
 
 
 def produce(
-    spec: DatasetSpec, n_events: int, seed: int, progress: bool = True, workers: int | None = None
+    spec: DatasetSpec,
+    n_events: int,
+    seed: int,
+    progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    engine: str = "dask",
 ) -> tuple[dict, dict]:
-    """Generate ``n_events`` events of ``spec``; returns (arrays, metadata)."""
+    """Generate ``n_events`` events of ``spec``; returns (arrays, metadata).
+
+    With ``engine="dask"`` the tasks run on the Dask scheduler ``scheduler`` (else
+    ``$MLHEP_DASK_SCHEDULER``), or on a LocalCluster of ``workers`` processes started for this
+    call; with ``engine="pool"``, on a pool of ``workers`` processes of this machine. One worker
+    and no scheduler: the tasks run in this process, nothing is started. The arrays are the same
+    whatever the engine, the workers or the scheduler.
+    """
+    if engine not in ENGINES:
+        raise DataFetchError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "pool" and scheduler:
+        raise DataFetchError("the pool engine runs on this machine only; a Dask scheduler needs engine='dask'")
+    address = cluster.scheduler_address(scheduler) if engine == "dask" else None
     workers = workers or default_workers()
     builder_for(spec.name)  # fail here, not in the workers, for a dataset without a builder
     tasks = plan_tasks(spec, n_events, seed)
+    desc = f"Pythia {spec.name}"
     start = time.perf_counter()
-    results = _map(run_task, tasks, workers, progress, f"Pythia {spec.name}")
+    if address is None and workers == 1:
+        engine = "in-process"
+        results = _map(run_task, tasks, 1, progress, desc)
+    elif engine == "pool":
+        results = _map(run_task, tasks, workers, progress, desc)
+    else:
+        with cluster.client(workers, address) as dask_client:
+            sizes = [task.n_events for task in tasks]
+            results = cluster.run_tasks(run_task, tasks, sizes, dask_client, desc, progress)
+            if address is not None:
+                workers = cluster.worker_count(dask_client)
     wall = time.perf_counter() - start
     built = set(results[0]["arrays"])
     if built != set(spec.schema):
@@ -565,6 +591,7 @@ def produce(
         arrays[name] = values.astype(schema.dtype, copy=False)[order]
     metadata = {
         "generator": f"pythia8mc {pythia_version()}",
+        "engine": engine,
         "workers": workers,
         "events_per_second": round(n_events / wall, 1),
         "fraction_of_time_in_pythia": round(
@@ -577,7 +604,19 @@ def produce(
 def benchmark(
     spec: DatasetSpec, n_events: int, seed: int = 0, workers: int | None = None, progress: bool = True
 ) -> dict:
-    """Throughput of the full pipeline vs a bare Pythia loop, same tasks, same cores, same run."""
+    """Throughput of the pipeline against a bare Pythia loop, and of the two engines, in one run.
+
+    Three timings of the same tasks on ``workers`` processes: a bare Pythia loop (only
+    ``pythia.next()``) and the full pipeline on a process pool, then the full pipeline on a Dask
+    LocalCluster. Each includes starting and stopping its workers, since whoever generates a
+    dataset waits for that too: the pool's spawn and the LocalCluster's start-up and close. The
+    start-up alone is reported as ``dask_startup_seconds``. With ``workers=1`` the pool runs are
+    in this process, warmed up, with nothing to start, while Dask still starts a worker: compare
+    the engines with 2 workers or more.
+
+    The ratios are of events per second: ``pool_over_bare`` is what the pipeline costs on top of
+    Pythia (below 1), ``dask_over_pool`` what Dask costs against the pool.
+    """
     workers = workers or default_workers()
     tasks = plan_tasks(spec, n_events, seed)
     if workers == 1:
@@ -589,14 +628,23 @@ def benchmark(
             _generator(process)
     # With a pool, each run starts fresh workers, so both pay the same initialization.
     timings = {}
-    for name, function in (("bare_pythia", run_bare_task), ("pipeline", run_task)):
+    for name, function in (("bare_pythia", run_bare_task), ("pool", run_task)):
         start = time.perf_counter()
         _map(function, tasks, workers, progress, name)
         timings[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    with cluster.local_client(workers) as dask_client:  # a LocalCluster, whatever $MLHEP_DASK_SCHEDULER says
+        startup = time.perf_counter() - start
+        cluster.run_tasks(run_task, tasks, [task.n_events for task in tasks], dask_client, "dask", progress)
+    timings["dask"] = time.perf_counter() - start
     return {
         "n_events": n_events,
         "workers": workers,
         "bare_pythia_events_per_second": round(n_events / timings["bare_pythia"], 1),
-        "pipeline_events_per_second": round(n_events / timings["pipeline"], 1),
-        "ratio": round(timings["bare_pythia"] / timings["pipeline"], 3),
+        "pool_events_per_second": round(n_events / timings["pool"], 1),
+        "dask_events_per_second": round(n_events / timings["dask"], 1),
+        "dask_startup_seconds": round(startup, 2),
+        "pool_over_bare": round(timings["bare_pythia"] / timings["pool"], 3),
+        "dask_over_bare": round(timings["bare_pythia"] / timings["dask"], 3),
+        "dask_over_pool": round(timings["pool"] / timings["dask"], 3),
     }

@@ -191,7 +191,7 @@ def shape_of(schema_shape: tuple, n_events: int) -> tuple:
     return tuple(n_events if d == "n" else d for d in schema_shape)
 
 
-def fake_produce(spec, n_events, seed, progress=True):
+def fake_produce(spec, n_events, seed, progress=True, workers=None, scheduler=None):
     """A stand-in for pythia_source.produce: random arrays that follow the schema, from the seed."""
     rng = np.random.default_rng(seed)
     arrays = {}

@@ -82,7 +82,7 @@ def test_a_damaged_cache_entry_is_replaced(data_dir, monkeypatch, capsys):
 
 
 def test_a_failed_production_leaves_nothing_in_the_cache(data_dir, monkeypatch):
-    def dies_while_writing(spec, n_events, seed, progress=True):
+    def dies_while_writing(spec, n_events, seed, progress=True, workers=None, scheduler=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pythia_source, "produce", dies_while_writing)
@@ -121,9 +121,12 @@ def test_benchmark_compares_with_a_bare_pythia_loop():
     # Measured on 2 cores, 3000 events: bare Pythia 127 ev/s, full pipeline 92 ev/s (ratio 0.73).
     # The pipeline adds particle extraction, clustering and smearing, so the ratio is below 1;
     # below 0.5 something else than Pythia would dominate the cost.
+    # The Dask run is only reported here: with one worker it pays a cluster start-up the in-process
+    # runs do not (see the docstring of benchmark).
     result = pythia_source.benchmark(CMS_AD, 240, workers=1, progress=False)
     assert result["n_events"] == 240
-    assert 0.5 < result["ratio"] < 1.05, result
+    assert 0.5 < result["pool_over_bare"] < 1.05, result
+    assert result["dask_events_per_second"] > 0 and result["dask_startup_seconds"] > 0, result
 
 
 def test_cocktail_weights_undo_the_bias_within_each_process_and_keep_the_shares():

@@ -212,7 +212,7 @@ def test_cache_key_covers_every_setting(case, monkeypatch):
 def test_load_caches_and_a_changed_setting_is_a_cache_miss(case, data_dir, monkeypatch, capsys):
     made = []
 
-    def counting_produce(spec, n_events, seed, progress=True):
+    def counting_produce(spec, n_events, seed, progress=True, workers=None, scheduler=None):
         made.append((spec.name, n_events, seed))
         return fake_produce(spec, n_events, seed, progress)
 

@@ -830,3 +830,13 @@ def test_check_portal_says_what_worked_and_what_failed(portal):
     assert not opendata.check_portal(n_events=20, echo=lines.append)
     assert sum(line.startswith("FAILED") for line in lines) == 2
     assert lines[-1].endswith('use source="pythia"')
+
+
+def test_check_portal_command_exits_nonzero_when_something_failed(portal, capsys):
+    from data_fetch.__main__ import main
+
+    assert main(["check-portal", "--n-events", "10"]) == 0
+    assert "everything the open-data source needs works" in capsys.readouterr().out
+    portal.status = 502
+    assert main(["check-portal"]) == 1
+    assert "FAILED record 63168" in capsys.readouterr().out
