@@ -937,14 +937,19 @@ def check_portal(n_events: int = 100, spec: DatasetSpec = CMS_AD, echo: Callable
     """
     echo(f"CERN Open Data portal: {server_url()} (set ${SERVER_VARIABLE} to use another)")
     all_ok = True
+    sizes: list[int | None] = []
     for record in spec.opendata_records:
         start = time.perf_counter()
         try:
-            files = files_of_record(fetch_record_json(record.recid), server_url())
+            record_json = fetch_record_json(record.recid)
+            files = files_of_record(record_json, server_url())
         except DataFetchError as exc:
             echo(f"FAILED record {record.recid}: listing: {exc}")
             all_ok = False
+            sizes.append(None)
             continue
+        stated = record_json["metadata"].get("distribution", {}).get("number_events")
+        sizes.append(stated if isinstance(stated, int) else None)
         online = [remote for remote in files if remote.availability == "online"]
         echo(
             f"ok     record {record.recid}: {len(files)} ROOT files listed ({len(online)} online, "
@@ -970,5 +975,35 @@ def check_portal(n_events: int = 100, spec: DatasetSpec = CMS_AD, echo: Callable
             f"ok     record {record.recid}: read {len(objects)} of {entries} events of {remote.name} "
             f"({moved / 1e6:.1f} MB of {remote.size / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s"
         )
+    all_ok &= _check_course_seeds(spec, sizes, echo)
     echo("everything the open-data source needs works" if all_ok else 'some steps failed: use source="pythia"')
     return all_ok
+
+
+def _check_course_seeds(spec: DatasetSpec, sizes: list[int | None], echo: Callable[[str], None]) -> bool:
+    """Do the course's own seeds of ``spec`` (training samples, held-out stand-in) read disjoint windows?"""
+    from . import manifest
+
+    if any(size is None for size in sizes):
+        echo(f"skipped: a record of {spec.name} does not state its number of events, so its windows are unknown")
+        return True
+    windows = window_sizes(spec)
+    n_windows = number_of_windows([int(size) for size in sizes if size is not None], windows)
+    if n_windows == 0:
+        echo(f"FAILED {spec.name}: a record holds fewer events than one window ({EVENTS_PER_WINDOW} events)")
+        return False
+    seeds = {sample.seed for sample in manifest.SAMPLES if sample.dataset == spec.name and sample.seed is not None}
+    seeds.add(manifest.STAND_IN_SEEDS[spec.name])
+    by_window: dict[int, list[int]] = {}
+    for seed in sorted(seeds):
+        by_window.setdefault(window_of_seed(seed, n_windows), []).append(seed)
+    shared = [group for group in by_window.values() if len(group) > 1]
+    listing = ", ".join(f"seed {seed} -> window {window_of_seed(seed, n_windows)}" for seed in sorted(seeds))
+    if shared:
+        echo(f"FAILED {spec.name}: {n_windows} windows; the course's seeds share events ({listing})")
+        return False
+    echo(
+        f"ok     {spec.name}: {n_windows} windows of {EVENTS_PER_WINDOW} events; the course's seeds read "
+        f"disjoint events ({listing})"
+    )
+    return True

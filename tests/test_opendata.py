@@ -821,6 +821,20 @@ def test_check_portal_says_what_worked_and_what_failed(portal):
     assert opendata.check_portal(n_events=20, echo=lines.append)
     assert any(line.startswith("ok     record 63168: read 20 of 200 events of qcd_1.root") for line in lines)
     assert any(line.startswith("ok     record 33703: 1 ROOT files listed (1 online") for line in lines)
+    assert any(line.startswith("skipped: a record of cms_ad does not state its number") for line in lines)
+    # With stated sizes: 2 windows of 250 events here, and the course's seeds 0 and 2024 both read window 0.
+    portal.records[SIGNAL_RECID]["metadata"]["distribution"] = {"number_events": 150}
+    lines.clear()
+    assert not opendata.check_portal(n_events=20, echo=lines.append)
+    assert (
+        "FAILED cms_ad: 2 windows; the course's seeds share events (seed 0 -> window 0, seed 2024 -> window 0)"
+        in lines
+    )
+    portal.records[QCD_RECID]["metadata"]["distribution"]["number_events"] = 600  # 3 windows
+    lines.clear()
+    assert opendata.check_portal(n_events=20, echo=lines.append)
+    assert any(line.endswith("disjoint events (seed 0 -> window 0, seed 2024 -> window 2)") for line in lines)
+    del portal.records[SIGNAL_RECID]["metadata"]["distribution"]
     del portal.files["/files/signal_1.root"]
     lines.clear()
     assert not opendata.check_portal(n_events=20, echo=lines.append)
