@@ -791,7 +791,8 @@ def produce(
     (listing order, files that cannot be read left out). Seed ``s`` reads window ``s mod W``, where
     W is the number of whole windows every record holds, from its start, and shuffles the events
     with ``default_rng(s)``. So two seeds that differ modulo W never share an event, whatever their
-    sizes: a held-out sample and a training sample are disjoint.
+    sizes (``python -m data_fetch check-portal`` checks that the course's own training and held-out
+    seeds do).
 
     Args:
         spec: the dataset (its ``opendata_records`` say which records, in which fractions).
@@ -838,7 +839,7 @@ def produce(
             pieces, left_out = locate(plan, window * size, reader)
             located.append((reader, pieces))
             skipped.append(left_out)
-        engine = "in process"
+        engine = "in-process"
         if mode == "download" or (workers == 1 and not cluster.scheduler_address(scheduler)):
             events = [
                 reader.read(piece.remote, piece.start, piece.stop)
@@ -855,6 +856,8 @@ def produce(
             reader.close()
     parts, records_read, position = [], [], 0
     for plan, (_, record_pieces), left_out in zip(plans, located, skipped, strict=True):
+        if plan.count == 0:  # e.g. 2 events in all: round(0.2 * 2) = 0 from the signal record
+            continue
         record_events = ak.concatenate(events[position : position + len(record_pieces)])
         position += len(record_pieces)
         objects, weight = nanoaod_to_arrays(record_events)

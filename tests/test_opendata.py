@@ -854,3 +854,9 @@ def test_check_portal_command_exits_nonzero_when_something_failed(portal, capsys
     portal.status = 502
     assert main(["check-portal"]) == 1
     assert "FAILED record 63168" in capsys.readouterr().out
+
+
+def test_a_sample_too_small_to_take_from_every_record(portal):
+    data = _load(2, 0)  # round(0.2 * 2) = 0 signal events: the signal record gives none
+    np.testing.assert_array_equal(data["label"], [0, 0])
+    assert [r["recid"] for r in data.metadata["records"]] == [QCD_RECID]
