@@ -141,15 +141,17 @@ def run_tasks(
     dask_client: Client,
     desc: str,
     progress: bool = True,
+    retries: int = TASK_RETRIES,
 ) -> list:
     """Run ``function(task)`` for every task on ``dask_client``, with a progress bar in events.
 
     ``function`` must be importable by the workers (a top-level function of a module they have).
     Returns the results in the order of ``tasks``, whatever order they finish in. A task that
-    raises runs again (``TASK_RETRIES`` times); a task whose worker dies runs again on another
-    worker, or on the same one once its nanny has restarted it.
+    raises runs again (``retries`` times; 0 for tasks that retry what is worth retrying themselves);
+    a task whose worker dies runs again on another worker, or on the same one once its nanny has
+    restarted it.
     """
-    futures = dask_client.map(function, tasks, pure=False, retries=TASK_RETRIES)
+    futures = dask_client.map(function, tasks, pure=False, retries=retries)
     position = {future.key: index for index, future in enumerate(futures)}
     results: list = [None] * len(tasks)
     with tqdm(total=sum(sizes), desc=desc, unit="ev", disable=not progress) as bar:

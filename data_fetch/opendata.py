@@ -11,7 +11,7 @@ What it does, step by step:
 2. **Read** only what is needed: by default the files stay on the portal and uproot reads, over
    HTTP(S) byte ranges (``uproot.source.http.HTTPSource``, standard library only), the branches
    below for the events needed, a few percent of each file's bytes. Only the resulting arrays are
-   cached. With ``read="download"`` (or ``$MLHEP_OPENDATA_READ=download``) whole files are
+   cached. With ``$MLHEP_OPENDATA_READ=download`` (or ``produce(..., read="download")``) whole files are
    downloaded into ``<cache>/opendata/<recid>/<file name>`` first: through ``<name>.partial``,
    renamed only once size and adler32 checksum match the listing, resumed with an HTTP Range
    request after an interruption.
@@ -34,7 +34,8 @@ Events: ``round(fraction * n_events)`` from each record (rounding leftovers to t
 selects the events, not only their order: each record is cut into windows of
 ``fraction * EVENTS_PER_WINDOW`` consecutive events, seed ``s`` reads window ``s mod W`` (W: the whole
 windows every record holds) and shuffles with ``np.random.default_rng(s)``. Two seeds that differ
-modulo W never share an event, so a held-out sample is never part of a training sample.
+modulo W never share an event, so a held-out sample made with one is no part of a training sample made
+with the other (``python -m data_fetch check-portal`` checks the course's own seeds).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -229,7 +231,7 @@ def fetch_record_json(recid: int, server: str | None = None) -> dict:
     url = f"{server}/api/records/{recid}"
     try:
         response = requests.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), headers=HEADERS)
-    except (requests.ConnectionError, requests.Timeout) as exc:
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise _unreachable(server, _short_reason(exc)) from None
     except requests.RequestException as exc:  # e.g. a server URL without http(s)://
         raise DataFetchError(f"cannot ask {url}: {exc}; check ${SERVER_VARIABLE}") from None
@@ -346,6 +348,8 @@ def _stream_into(remote: RemoteFile, partial: Path, progress: bool) -> None:
             _stream_into(remote, partial, progress)
             return
         else:
+            if response.status_code == 404:  # the caller skips a missing file for the next one
+                raise FileNotFoundError(f"{remote.url}: HTTP 404")
             _check_status(response, _origin(remote.url), f"file {remote.name}")
             mode, have = "wb", 0  # no partial file, or a server without Range support: from scratch
         with (
@@ -457,25 +461,40 @@ def read_mode(mode: str | None = None) -> str:
     return chosen
 
 
-#: Failures worth another try: the server answered badly or the connection broke on the way. A refused
-#: connection or an unknown host means no network (or a wrong address): no use waiting for it.
-TRANSIENT = ("HTTP 5", "connection reset by peer", "timed out", "connection broken during the transfer")
+#: Failures worth another try: the server answered badly (HTTP 5xx) or the connection broke on the way or
+#: timed out. A refused connection or an unknown host means no network (or a wrong address), and a 404 a
+#: missing file: no use waiting for those.
+TRANSIENT = ("HTTP 5", "connection reset by peer", "timed out", "connection broken")
+_STATUS = re.compile(r"(?:status|response was|HTTP) (\d{3})")
 
 
 def _transient_reason(exc: BaseException) -> str | None:
     """A few words if ``exc`` is worth another try (a server or network hiccup), else None."""
-    if isinstance(exc, FileNotFoundError):  # HTTP 404: the file is not there, asking again will not help
+    if isinstance(exc, FileNotFoundError):  # HTTP 404: the file is not there
         return None
+    if isinstance(exc, (TimeoutError, requests.Timeout)):
+        return "timed out"
+    if isinstance(
+        exc,
+        (
+            ConnectionResetError,  # includes http.client.RemoteDisconnected
+            ConnectionAbortedError,
+            BrokenPipeError,
+            http.client.IncompleteRead,
+            requests.exceptions.ChunkedEncodingError,
+        ),
+    ):
+        return "connection broken during the transfer"
     if isinstance(exc, SourceUnavailableError):  # ours: "... could not be reached at URL (reason)."
         reason = str(exc).split(").", 1)[0].rsplit(" (", 1)[-1]
     elif isinstance(exc, http.client.HTTPException):  # uproot: "responded with status 502, rather than 206"
-        codes = [word.strip(",") for word in str(exc).split() if word.strip(",").isdigit()]
-        reason = f"HTTP {codes[0]}" if codes else type(exc).__name__
-    elif isinstance(exc, (OSError, requests.RequestException)):  # reset, timed out, refused
+        status = _STATUS.search(str(exc))
+        reason = f"HTTP {status.group(1)}" if status else type(exc).__name__
+    elif isinstance(exc, (OSError, requests.RequestException)):
         reason = _short_reason(exc)
     else:
         return None
-    return reason if reason.startswith(TRANSIENT) else None
+    return reason if any(word in reason for word in TRANSIENT) else None
 
 
 def with_retries(what: str, action: Callable[[], T]) -> T:
@@ -513,8 +532,9 @@ def open_remote(url: str):
 class FileReader:
     """Opens the files of one record, remotely (byte ranges) or after downloading them whole.
 
-    A remote file stays open between counting its events and reading them, so that its tree's
-    description (the metadata of every branch, a few MB for a full NanoAOD file) is read once.
+    In this process a remote file stays open between counting its events and reading them, so that
+    its tree's description (the metadata of every branch, a few MB for a full NanoAOD file) is read
+    once; a Dask task (:func:`read_piece`) opens its file again, so on Dask it is read twice.
     """
 
     mode: str
@@ -549,8 +569,11 @@ class FileReader:
         return with_retries(what, attempt)
 
     def num_entries(self, remote: RemoteFile) -> int:
-        if self.mode == "download":
-            return count_events(self.local_path(remote))
+        """Events of a file: from its copy on disk if there is one, else from its header, read remotely
+        (a file is downloaded only if events are read from it)."""
+        local = self.folder / remote.name
+        if self.mode == "download" and local.exists() and local.stat().st_size == remote.size:
+            return count_events(local)
         return self._remotely(f"opening {remote.name}", remote, lambda: int(self._tree(remote).num_entries))
 
     def read(self, remote: RemoteFile, start: int, stop: int) -> ak.Array:
@@ -657,13 +680,12 @@ def _plan_record(record: OpenDataRecord, count: int, n_events: int, server: str)
     record_json = with_retries(f"listing record {record.recid}", lambda: fetch_record_json(record.recid, server))
     available = record_json["metadata"].get("distribution", {}).get("number_events")
     available = available if isinstance(available, int) else None
-    # CMS records state their number of events: refuse too large a request before reading anything.
-    if available is not None and available < count:
-        raise _too_few_events(record, available, count, n_events)
     usable, skipped = [], []
     for remote in files_of_record(record_json, server):
         if remote.availability != "online":
-            skipped.append(f"{remote.name}: availability {remote.availability!r}, not 'online'")
+            line = f"{remote.name}: availability {remote.availability!r}, not 'online'"
+            print(f"data_fetch: record {record.recid}: skipping {line}; going on with the next file")
+            skipped.append(line)
         else:
             usable.append(remote)
     return RecordPlan(record, count, usable, skipped, available)
@@ -702,56 +724,70 @@ class Piece:
 def locate(plan: RecordPlan, first: int, reader: FileReader) -> tuple[list[Piece], list[str]]:
     """The file pieces that hold events ``first`` to ``first + plan.count`` of the record.
 
-    Files are counted in listing order; only the headers of the files before the window are read
-    (remotely: a few kilobytes each). A file that answers 404, or that fails its checksum twice when
-    downloading, is skipped with one line, and its events are not counted.
+    Files are counted in listing order from their headers, read remotely (the description of their
+    branches, a few MB for a full NanoAOD file); in download mode only the files that hold events of
+    the window are downloaded. A file that answers 404, or that fails its checksum twice when
+    downloaded, is skipped with one line and its events are not counted: the windows after it move
+    forward, which the metadata of the sample records (``skipped``).
     """
     pieces, skipped = [], list(plan.skipped)
     passed = 0  # events in usable files before the current one
     stop = first + plan.count
+
+    def skip(remote: RemoteFile, reason: str) -> None:
+        line = f"{remote.name}: {reason}"
+        print(
+            f"data_fetch: record {plan.record.recid}: skipping {line}; going on with the next file (the events "
+            "of the files after it move forward by its events: compare a sample's metadata before pairing it "
+            "with samples made while the file was readable)"
+        )
+        skipped.append(line)
+
     for remote in plan.files:
         if passed >= stop:
             break
         try:
             entries = reader.num_entries(remote)
-        except (FileNotFoundError, ChecksumMismatchError) as exc:
-            reason = "HTTP 404, not found" if isinstance(exc, FileNotFoundError) else "checksum failed twice"
-            line = f"{remote.name}: {reason}"
-            print(f"data_fetch: record {plan.record.recid}: skipping {line}; going on with the next file")
-            skipped.append(line)
+            low, high = max(first, passed), min(stop, passed + entries)
+            if low < high and reader.mode == "download":
+                reader.local_path(remote)  # download and check it now, so that a bad file is skipped here
+        except FileNotFoundError:
+            skip(remote, "HTTP 404, not found")
             continue
-        low, high = max(first, passed), min(stop, passed + entries)
+        except ChecksumMismatchError:
+            skip(remote, "checksum failed twice")
+            continue
         if low < high:
             pieces.append(Piece(remote, low - passed, high - passed))
         passed += entries
     have = sum(piece.stop - piece.start for piece in pieces)
     if have < plan.count:
-        raise _too_few_events(plan.record, passed, plan.count, first=first, skipped=skipped)
+        raise _too_few_events(plan.record, passed, plan.count, first, skipped)
     return pieces, skipped
 
 
-def _too_few_events(
-    record: OpenDataRecord,
-    available: int,
-    count: int,
-    n_events: int | None = None,
-    *,
-    first: int = 0,
-    skipped: list[str] | None = None,
-) -> DataFetchError:
-    if first:
-        message = (
-            f"record {record.recid} ({record.title}) holds {available} readable events; this seed's window "
-            f"starts at event {first} and needs {count} from it"
-        )
-    else:
-        message = f"record {record.recid} ({record.title}) has only {available} events, fewer than the {count}"
-        message += f" that n_events={n_events} needs from it" if n_events else " needed from it"
-        if n_events:
-            message += f"; ask for at most {int(available / record.fraction)} events"
-    if skipped:
-        message += f" (files left out: {'; '.join(skipped)})"
+def _smaller_than_a_window(plan: RecordPlan, size: int, window_events: int) -> DataFetchError:
+    message = (
+        f"record {plan.record.recid} ({plan.record.title}) holds {size} events, fewer than one seed's window "
+        f"takes from it ({window_events}: its share {plan.record.fraction:g} of {EVENTS_PER_WINDOW}), so the "
+        'open-data source cannot serve this dataset; use source="pythia"'
+    )
+    if plan.skipped:
+        message += f" (files left out: {'; '.join(plan.skipped)})"
     return DataFetchError(message)
+
+
+def _too_few_events(
+    record: OpenDataRecord, readable: int, count: int, first: int, skipped: list[str]
+) -> DataFetchError:
+    why = (
+        f"files were left out ({'; '.join(skipped)})" if skipped else "its files hold fewer events than it states"
+    )
+    return DataFetchError(
+        f"record {record.recid} ({record.title}) has {readable} readable events, but this seed's window needs "
+        f"its events {first} to {first + count}: {why}. Try another seed (seeds equal to a smaller window "
+        'number read earlier events), or source="pythia"'
+    )
 
 
 # ------------------------------------------------------------------ what dataset.load calls
@@ -802,7 +838,8 @@ def produce(
         workers: Dask workers of the LocalCluster (one per core if None); 1 reads in this process.
         scheduler: a Dask scheduler's address (see :mod:`data_fetch.cluster`); the LocalCluster if None.
         read: ``"remote"`` (byte ranges of the branches needed, the default) or ``"download"`` (whole
-            files into the cache first, checked, then read from disk); ``$MLHEP_OPENDATA_READ`` if None.
+            files into the cache first, checked, then read from disk, in this process whatever
+            ``workers`` and ``scheduler`` say); ``$MLHEP_OPENDATA_READ`` if None.
 
     Returns:
         (arrays, metadata): the arrays of ``spec.schema``; metadata names the server, the window and,
@@ -830,8 +867,8 @@ def produce(
     try:  # the remote files stay open from counting to reading, and are closed whatever happens
         sizes = [record_size(plan, reader) for plan, reader in zip(plans, readers, strict=True)]
         for plan, size, window_events in zip(plans, sizes, windows, strict=True):
-            if size < window_events:  # not even one window: say which record, and which files it lacks
-                raise _too_few_events(plan.record, size, window_events, skipped=plan.skipped)
+            if size < window_events:  # not even one window (CMS records state their size: nothing read yet)
+                raise _smaller_than_a_window(plan, size, window_events)
         n_windows = number_of_windows(sizes, windows)
         window = window_of_seed(seed, n_windows)
         located, skipped = [], []  # per record: (its reader, its pieces), and the files left out
@@ -924,7 +961,9 @@ def read_on_dask(pieces: list[Piece], workers: int | None, scheduler: str | None
 
     with cluster.client(workers, scheduler) as dask_client:
         sizes = [piece.stop - piece.start for piece in pieces]
-        return cluster.run_tasks(read_piece, pieces, sizes, dask_client, "open data", progress)
+        # No retries by Dask: each task already tries transient errors again (with_retries), and a
+        # missing file or branch will not appear by asking again.
+        return cluster.run_tasks(read_piece, pieces, sizes, dask_client, "open data", progress, retries=0)
 
 
 # ------------------------------------------------------------------ a check before class

@@ -595,9 +595,9 @@ def test_download_mode_keeps_checked_files_and_gives_the_same_arrays(portal, tmp
         np.testing.assert_array_equal(downloaded[name], remote[name])
     assert downloaded.metadata["read"] == "download"
     files = sorted(p.name for p in (tmp_path / "cache2" / "opendata").rglob("*") if p.is_file())
-    # Window 1 starts after the first QCD file, which is downloaded too (to count its events); no
-    # .partial file is left.
-    assert files == ["qcd_1.root", "qcd_2.root", "signal_1.root"]
+    # Window 1 starts after the first QCD file, which is only counted (from its header), not downloaded;
+    # no .partial file is left.
+    assert files == ["qcd_2.root", "signal_1.root"]
 
 
 def test_unknown_read_mode_says_what_to_choose(portal, monkeypatch):
@@ -648,18 +648,36 @@ def test_asking_more_events_than_a_window_says_how_to_get_more(portal):
         _load(300, 0)
 
 
-def test_asking_more_events_than_the_record_has_fails_before_reading(portal, monkeypatch):
-    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 10_000)
-    with pytest.raises(DataFetchError, match=r"has only 400 events, .* ask for at most 500 events"):
+def test_a_record_smaller_than_a_window_fails_before_reading(portal, monkeypatch):
+    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 10_000)  # 8 000 QCD events per window
+    with pytest.raises(
+        DataFetchError, match=r"holds 400 events, fewer than one seed's window takes from it \(8000"
+    ):
         _load(1000, 0)
     assert portal.hits("qcd_1.root") == []  # the record's number_events said it all
 
 
-def test_asking_more_events_than_the_files_hold(portal, monkeypatch):
-    monkeypatch.setattr(opendata, "EVENTS_PER_WINDOW", 10_000)
-    del portal.records[QCD_RECID]["metadata"]["distribution"]  # the check after counting the files
-    with pytest.raises(DataFetchError, match=r"has only 400 events, fewer than the 800"):
-        _load(1000, 0)
+def test_a_window_past_the_readable_events_says_why(portal):
+    # The record states 600 events (3 windows of 200), its files hold 400: window 2 is not there.
+    portal.records[QCD_RECID]["metadata"]["distribution"]["number_events"] = 600
+    with pytest.raises(
+        DataFetchError,
+        match=r"has 400 readable events, but this seed's window needs its events 400 to 600: its files hold fewer",
+    ):
+        _load(250, 2)
+    assert len(_load(250, 1)) == 250  # window 1 is readable
+
+
+def test_download_mode_skips_a_missing_file(portal, monkeypatch):
+    monkeypatch.setenv("MLHEP_OPENDATA_READ", "download")
+    data = _load(100, 1)  # window 1 reads qcd_2: qcd_1 is only counted (its header), never downloaded
+    assert "qcd_1.root" not in {p.name for p in (Path(os.environ["MLHEP_DATA_DIR"]) / "opendata").rglob("*")}
+    assert data.metadata["records"][0]["files"][0]["file"] == "qcd_2.root"
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(Path(os.environ["MLHEP_DATA_DIR"]) / "again"))
+    del portal.files[f"{QCD_FOLDER}/qcd_1.root"]  # now answers 404: skipped, qcd_2 supplies window 0
+    data = _load(100, 0)
+    assert data.metadata["records"][0]["skipped"] == ["qcd_1.root: HTTP 404, not found"]
+    assert data.metadata["records"][0]["files"][0]["file"] == "qcd_2.root"
 
 
 def test_cache_description_needs_no_network_and_names_what_matters(portal):
