@@ -177,3 +177,40 @@ def test_the_cache_key_does_not_depend_on_where_the_events_are_made(data_dir, mo
         again = data_fetch.load("cms_ad", n_events=50, seed=SEED, source="pythia", **where)
         assert again.metadata["cache_key"] == first.metadata["cache_key"], where
     assert len(list((data_dir / "datasets").iterdir())) == 1
+
+
+def test_workers_end_with_the_process_that_started_them(tmp_path):
+    # A kernel restarted (or a script killed) during a production: its LocalCluster's workers must not
+    # live on, using cores, after the process that held their scheduler and nannies is gone. (Dask's
+    # worker processes watch their parent; this keeps it so.)
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "hold_a_cluster.py"
+    script.write_text(
+        "import time\n"
+        "from data_fetch import cluster\n"
+        "if __name__ == '__main__':\n"
+        "    with cluster.local_client(2):\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        started = psutil.Process(holder.pid).children(recursive=True)
+        # The two worker processes (their nannies run in the client's process) and multiprocessing's tracker.
+        assert len(started) >= 2
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(
+        p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started
+    ):
+        time.sleep(0.5)
+    left = [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"processes of the killed client still running: {left}"
