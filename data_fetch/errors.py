@@ -13,6 +13,10 @@ class UnknownDatasetError(DataFetchError, KeyError):
 class SourceUnavailableError(DataFetchError):
     """The requested source cannot be reached (for example: offline with source='opendata')."""
 
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason  # a few words on why, e.g. "HTTP 502 for record 63168", "connection refused"
+
 
 class ChecksumMismatchError(DataFetchError):
     """A downloaded file does not match the size or checksum the record lists."""

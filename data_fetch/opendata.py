@@ -170,7 +170,8 @@ def _unreachable(server: str, reason: str) -> SourceUnavailableError:
         f"The CERN Open Data portal could not be reached at {server} ({reason}). Check the network "
         f"connection (and ${SERVER_VARIABLE} if you set it), or make the events offline with "
         'source="pythia" (the offline default, which source="auto" picks when the portal is '
-        "unreachable)."
+        "unreachable).",
+        reason,
     )
 
 
@@ -386,7 +387,8 @@ def _transfer(remote: RemoteFile, partial: Path, progress: bool) -> None:
             have = partial.stat().st_size if partial.exists() else 0
             if interruptions > MAX_INTERRUPTIONS:
                 reason = f"{_short_reason(exc)}, {interruptions} times while downloading {remote.name}"
-                message = str(_unreachable(_origin(remote.url), reason))
+                unreachable = _unreachable(_origin(remote.url), reason)
+                message = str(unreachable)
                 if have:  # keep what arrived: the next call continues from there
                     message += (
                         f" The {have} bytes received so far are kept in {partial}; the next "
@@ -394,7 +396,7 @@ def _transfer(remote: RemoteFile, partial: Path, progress: bool) -> None:
                     )
                 else:
                     partial.unlink(missing_ok=True)
-                raise SourceUnavailableError(message) from None
+                raise SourceUnavailableError(message, unreachable.reason) from None
             print(
                 f"data_fetch: download of {remote.name} interrupted at {have} of {remote.size} bytes "
                 f"({_short_reason(exc)}); resuming"
@@ -485,8 +487,8 @@ def _transient_reason(exc: BaseException) -> str | None:
         ),
     ):
         return "connection broken during the transfer"
-    if isinstance(exc, SourceUnavailableError):  # ours: "... could not be reached at URL (reason)."
-        reason = str(exc).split(").", 1)[0].rsplit(" (", 1)[-1]
+    if isinstance(exc, SourceUnavailableError):  # ours, with the reason it was raised for
+        reason = exc.reason
     elif isinstance(exc, http.client.HTTPException):  # uproot: "responded with status 502, rather than 206"
         status = _STATUS.search(str(exc))
         reason = f"HTTP {status.group(1)}" if status else type(exc).__name__
@@ -617,7 +619,7 @@ def read_nanoaod(path: Path, start: int | None = None, stop: int | None = None) 
     """Read the branches this source needs (``BRANCHES``) for events ``start`` to ``stop``.
 
     Args:
-        path: a NanoAOD ROOT file (a local path, or a URL for :func:`open_remote`).
+        path: a NanoAOD ROOT file on disk (remote files go through :class:`FileReader`).
         start, stop: entry range, as in Python slicing; all events if both are None.
 
     Returns:
@@ -676,7 +678,7 @@ class RecordPlan:
     available: int | None  # events of the record, as its metadata states (None: not stated)
 
 
-def _plan_record(record: OpenDataRecord, count: int, n_events: int, server: str) -> RecordPlan:
+def _plan_record(record: OpenDataRecord, count: int, server: str) -> RecordPlan:
     record_json = with_retries(f"listing record {record.recid}", lambda: fetch_record_json(record.recid, server))
     available = record_json["metadata"].get("distribution", {}).get("number_events")
     available = available if isinstance(available, int) else None
@@ -697,7 +699,7 @@ def record_size(plan: RecordPlan, reader: FileReader) -> int:
         return plan.available
     total = 0
     for remote in plan.files:
-        with contextlib.suppress(FileNotFoundError, ChecksumMismatchError):  # skipped later, with a line
+        with contextlib.suppress(FileNotFoundError):  # skipped later, with a line
             total += reader.num_entries(remote)
     return total
 
@@ -856,14 +858,13 @@ def produce(
     server = server_url()
     counts = events_per_record(spec, n_events)
     plans = [
-        _plan_record(record, count, n_events, server)
-        for record, count in zip(spec.opendata_records, counts, strict=True)
+        _plan_record(record, count, server) for record, count in zip(spec.opendata_records, counts, strict=True)
     ]
     windows = window_sizes(spec)
-    readers = [
-        FileReader(mode, cache.ensure_writable(cache.cache_root() / "opendata" / str(plan.record.recid)), progress)
-        for plan in plans
-    ]
+    folders = [cache.cache_root() / "opendata" / str(plan.record.recid) for plan in plans]
+    if mode == "download":  # whole files go there; a remote read writes only the arrays (dataset.load)
+        folders = [cache.ensure_writable(folder) for folder in folders]
+    readers = [FileReader(mode, folder, progress) for folder in folders]
     try:  # the remote files stay open from counting to reading, and are closed whatever happens
         sizes = [record_size(plan, reader) for plan, reader in zip(plans, readers, strict=True)]
         for plan, size, window_events in zip(plans, sizes, windows, strict=True):
