@@ -137,7 +137,9 @@ def reweight(events):
 '''
 
 # Weights that know nothing but scatter: a smaller effective sample size makes any difference look less
-# significant (a plain chi2 gave them 3 of Task 3's 5 points). Task 5's reference reuses them.
+# significant (a plain chi2 gave them 3 of Task 3's 5 points). At full statistics they scatter more than no
+# weights at all: below Task 3's limit of 3.5 in 1 of 2 000 held-out draws (the exercise's comment says more).
+# Task 5's reference reuses them.
 L02_SCATTERED_WEIGHTS = r'''
 OBSERVABLES = []
 
@@ -701,7 +703,10 @@ KINDS += (
         "of every jet of the data cache",
         replace_cell(L05, MODEL_CELL[L05], L05_CACHE_LOOKUP),
         (QUALITY_TEST[L05],),
-        evidence=r"LOOKED UP [1-9]\d* OF 1000 JET IMAGES",  # the test asks in batches of 1 000
+        # The test asks in batches of 1 000. Jets of one constituent all have the same image (a smoothed
+        # point at the centre), so a fresh one is found in the cache by coincidence (1 of 1 000 seen once;
+        # about 1 jet in 10 000 has one constituent): a leak would find most of the batch, at least 10.
+        evidence=r"LOOKED UP [1-9]\d+ OF 1000 JET IMAGES",
     ),
     Kind(
         "nan_reconstructions",
