@@ -74,6 +74,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "grade again on the same events). Keep it from the students",
     )
     grade_cmd.add_argument(
+        "--engine",
+        choices=("pool", "dask"),
+        default=None,
+        help="where students are graded: this machine's pool of grading processes, or tasks of a Dask "
+        "LocalCluster of --workers processes (default: pool, or dask when a scheduler is named)",
+    )
+    grade_cmd.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="grade on the workers of this Dask scheduler (e.g. tcp://host:8786; default: "
+        "$MLHEP_DASK_SCHEDULER if set); they need this release of the course and bubblewrap",
+    )
+    grade_cmd.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="run the notebooks without the bubblewrap sandbox: they can then read the "
@@ -124,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 limits=limits(args),
                 held_out_seed=args.held_out_seed,
+                engine=args.engine,
+                scheduler=args.scheduler,
             )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -68,11 +68,12 @@ class StdoutToStderr(WorkerPlugin):
 
 
 @contextlib.contextmanager
-def local_client(workers: int | None = None) -> Iterator[Client]:
+def local_client(workers: int | None = None, config: dict | None = None) -> Iterator[Client]:
     """A ``distributed.Client`` on a LocalCluster of ``workers`` processes, closed after the block.
 
     Starting it takes a second or two; its workers are spawned processes with one thread each,
-    since Pythia, FastJet and uproot's decompression hold the interpreter lock.
+    since Pythia, FastJet and uproot's decompression hold the interpreter lock. ``config``: Dask
+    settings for the cluster's scheduler and workers, on top of ``LOCAL_WORKER_CONFIG``.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # A script without a main guard runs again in every spawned worker as it starts: this call
@@ -82,7 +83,7 @@ def local_client(workers: int | None = None) -> Iterator[Client]:
             'level: put the script\'s code under `if __name__ == "__main__":` (as multiprocessing and Dask '
             "need), or load with workers=1"
         )
-    with dask.config.set(LOCAL_WORKER_CONFIG):
+    with dask.config.set({**LOCAL_WORKER_CONFIG, **(config or {})}):
         local_cluster = LocalCluster(
             n_workers=workers or default_workers(),
             threads_per_worker=1,
@@ -99,16 +100,19 @@ def local_client(workers: int | None = None) -> Iterator[Client]:
 
 
 @contextlib.contextmanager
-def client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+def client(
+    workers: int | None = None, scheduler: str | None = None, config: dict | None = None
+) -> Iterator[Client]:
     """A ``distributed.Client``: on the named scheduler, or on a LocalCluster of ``workers`` processes.
 
     The scheduler is ``scheduler``, else ``$MLHEP_DASK_SCHEDULER``; with neither, a LocalCluster
     (:func:`local_client`) runs for the block. ``workers`` does not apply to a named scheduler:
-    whoever started it decided how many workers it has.
+    whoever started it decided how many workers it has, and ``config`` (Dask settings of the
+    LocalCluster, see :func:`local_client`) does not apply either.
     """
     address = scheduler_address(scheduler)
     if not address:
-        with local_client(workers) as dask_client:
+        with local_client(workers, config) as dask_client:
             yield dask_client
         return
     failure = None

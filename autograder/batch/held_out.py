@@ -64,14 +64,18 @@ def held_out_samples(assignment: str) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def prepare_held_out(assignment: str, out_dir: Path, seed: int | None = None) -> dict | None:
-    """Generate the assignment's held-out samples for this run into the grader's cache.
+def prepare_held_out(
+    assignment: str, out_dir: Path, seed: int | None = None, scheduler: str | None = None
+) -> dict | None:
+    """Generate the assignment's held-out samples for this run into the grader's cache (on the Dask
+    scheduler ``scheduler`` if given, see :func:`data_fetch.load`).
 
     The seed is drawn at random unless given; it and the samples are recorded in
     ``OUT/held_out.json``. Neither the seed nor the cache is visible in a student's sandbox
     (checked here), so no kernel can read or regenerate the events whose labels judge it.
     """
     import data_fetch  # numpy and the generators: only when a run needs samples
+    from data_fetch import cache as data_cache
 
     samples = held_out_samples(assignment)
     if not samples:
@@ -86,9 +90,19 @@ def prepare_held_out(assignment: str, out_dir: Path, seed: int | None = None) ->
             f"the grader's cache {cache} lies in {visible}, which students' kernels can read; "
             "set MLHEP_GRADER_CACHE to a folder outside it"
         )
+    files = []
     for name, n_events in samples:
         print(f"autograder: held-out sample {name} ({n_events} events) for this run")
-        data_fetch.load(name, n_events=n_events, seed=seed, source="pythia", cache_dir=cache)
-    record = {"seed": seed, "cache": str(cache), "samples": [list(sample) for sample in samples]}
+        dataset = data_fetch.load(
+            name, n_events=n_events, seed=seed, source="pythia", cache_dir=cache, scheduler=scheduler
+        )
+        path = data_cache.entry_path(name, "pythia", dataset.metadata["cache_key"], root=cache)
+        files.append(str(path.relative_to(cache)))
+    record = {
+        "seed": seed,
+        "cache": str(cache),
+        "samples": [list(sample) for sample in samples],
+        "files": files,  # in the cache, for the workers of a Dask cluster (autograder.batch.cluster)
+    }
     (out_dir / HELD_OUT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -77,14 +77,20 @@ c.HTMLExporter.preprocessors = ["autograder.pages.SanitizeStudentContent"]
 
 
 def make_course(
-    root: Path, assignment: str, cell_timeout: float, sandboxed: bool = True, held_out: dict | None = None
+    root: Path,
+    assignment: str,
+    cell_timeout: float,
+    sandboxed: bool = True,
+    held_out: dict | None = None,
+    source: Path | None = None,
 ) -> Path:
     """Create the private nbgrader course at ``root`` with a copy of the assignment's source.
 
     ``held_out``: the run's held-out samples (:func:`prepare_held_out`); None for an assignment
-    whose tests use none."""
+    whose tests use none. ``source``: the folder of the assignment's source (default: its folder of
+    ``solutions/``; a Dask worker's copy of the client's)."""
     shutil.copytree(
-        SOLUTIONS_DIR / assignment,
+        SOLUTIONS_DIR / assignment if source is None else source,
         root / "source" / assignment,
         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
     )

@@ -5,7 +5,8 @@ nbgrader course inside the output folder, never in the repository (:mod:`.privat
 ``OUT/nbgrader/`` has its own configuration, a copy of the assignment's source, its own gradebook,
 and ``submitted/<student>/...`` (:mod:`.submissions`). Students are autograded by a few long-lived
 worker processes (:mod:`.worker`), one student at a time each, under a wall-clock limit per
-student, so no submission can stop the batch; each student's kernel runs in a bubblewrap sandbox
+student, so no submission can stop the batch (on this machine's pool, or as Dask tasks, see
+:mod:`.cluster`); each student's kernel runs in a bubblewrap sandbox
 (:mod:`autograder.sandbox`), and the test cells run in the worker (:mod:`autograder.testcells`).
 The results go to ``OUT/grades.csv`` and ``OUT/feedback/``.
 """
@@ -58,6 +59,9 @@ COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "s
 #: Starts the reason of a student whom the grader itself failed (not their notebook): the run is
 #: then incomplete, and the command says so and exits with an error after writing grades.csv.
 GRADER_ERROR = "not graded, because of an error in the grader"
+#: Where students are graded: this machine's pool of grading processes, or tasks of a Dask cluster.
+ENGINES = ("pool", "dask")
+DEFAULT_ENGINE = "pool"
 
 
 @dataclass
@@ -76,10 +80,15 @@ class GradingRun:
         sandboxed: run each student's kernel in a bubblewrap sandbox (``autograder.sandbox``).
             Without it a notebook can read the hidden tests and the gradebook and change them:
             only for notebooks you trust.
-        workers: students graded at the same time (default: one more than the cores, memory permitting).
+        workers: students graded at the same time (default: one more than the cores, memory permitting);
+            with ``engine="dask"`` the processes of the LocalCluster (not used with a named scheduler).
         limits: memory and processes of each student's kernel (default: ``sandbox.Limits()``).
         held_out_seed: seed of the held-out samples the quality tests judge with (default: one drawn
             at random for this run); recorded in ``OUT/held_out.json`` so a run can be repeated.
+        engine: ``"pool"`` (grading processes of this machine) or ``"dask"`` (each student a task of a
+            Dask cluster, :mod:`.cluster`); ``"dask"`` if a scheduler is named, else ``"pool"``.
+        scheduler: address of a Dask scheduler whose workers grade and generate the held-out samples
+            (default: ``$MLHEP_DASK_SCHEDULER``, if set).
     """
 
     assignment: str
@@ -91,6 +100,8 @@ class GradingRun:
     workers: int | None = None
     limits: sandbox.Limits | None = None
     held_out_seed: int | None = None
+    engine: str | None = None
+    scheduler: str | None = None
     max_score: float = 0.0  # the assignment's, once the private course has it
 
     @property
@@ -107,6 +118,17 @@ class GradingRun:
             isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
         ):
             raise UsageError(f"the number of workers must be a positive integer, got {self.workers!r}")
+        from data_fetch.cluster import scheduler_address
+
+        self.scheduler = scheduler_address(self.scheduler)
+        if self.engine is None:
+            self.engine = "dask" if self.scheduler else DEFAULT_ENGINE
+        if self.engine not in ENGINES:
+            raise UsageError(f"the engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.scheduler and self.engine != "dask":
+            raise UsageError(
+                "a Dask scheduler grades with the dask engine: leave the engine out, or name no scheduler"
+            )
         if self.sandboxed:
             ok, why = sandbox.available()
             if not ok:
@@ -151,18 +173,28 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
         )
     students = find_students(run.submissions_dir, assignment)
     run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
-    held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed)
+    held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed, run.scheduler)
     make_course(run.course, assignment, run.cell_timeout, run.sandboxed, held_out)
-    # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
     workers = default_workers(run.limits) if run.workers is None else run.workers
-    pool = [start_worker(run, slot) for slot in range(min(workers, len(students)))]
-    try:
+    if run.engine == "dask":
+        from .cluster import grade_on_dask
+
         run.max_score = generate_assignment(run.course, assignment)
-        rows = grade_class(run, students, pool)
-    finally:
-        for worker in pool:
-            if worker.poll() is None:
-                kill_tree(worker)
+        rows, to_grade = copy_submissions(run, students)
+        workers = min(workers, max(1, len(to_grade)))
+        if to_grade:
+            rows.update(grade_on_dask(run, to_grade, held_out, workers, already=len(rows)))
+        rows = complete_rows(run, students, rows)
+    else:
+        # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
+        pool = [start_worker(run, slot) for slot in range(min(workers, len(students)))]
+        try:
+            run.max_score = generate_assignment(run.course, assignment)
+            rows = grade_class(run, students, pool)
+        finally:
+            for worker in pool:
+                if worker.poll() is None:
+                    kill_tree(worker)
     give_feedback(run, [row for row in rows if row["status"] == "graded"])
 
     write_csv(rows, run.out_dir / "grades.csv")
@@ -218,15 +250,10 @@ def grade_class(run: GradingRun, students: dict[str, Path], pool: list[subproces
     student, or dies, is stopped with everything it started and replaced, and that student fails
     with the reason. The rows come back sorted by student, one for each.
     """
-    rows: dict[str, dict] = {}
+    rows, to_grade = copy_submissions(run, students)
     pending: queue.Queue = queue.Queue()
-    for student, folder in sorted(students.items()):
-        submitted = run.course / "submitted" / student / run.assignment
-        problems = copy_submission(folder, submitted, run.assignment)
-        if any(submitted.glob("*.ipynb")):
-            pending.put((student, problems))
-        else:
-            rows[student] = run.row(student, status="failed", reason="; ".join(problems))
+    for student_and_problems in to_grade:
+        pending.put(student_and_problems)
 
     progress = tqdm(total=len(students), initial=len(rows), desc=f"grading {run.assignment}", unit="student")
     lock = threading.Lock()
@@ -264,7 +291,30 @@ def grade_class(run: GradingRun, students: dict[str, Path], pool: list[subproces
     for thread in slots:
         thread.join()
     progress.close()
-    for student in set(students) - set(rows):  # a slot that died: never a student without a row
+    return complete_rows(run, students, rows)
+
+
+def copy_submissions(run: GradingRun, students: dict[str, Path]) -> tuple[dict[str, dict], list[tuple[str, list]]]:
+    """Copy every student's notebooks into the private course, checked (:func:`copy_submission`).
+
+    Returns the rows of the students with no notebook to grade (failed, with the reason), and
+    ``(student, problems)`` for the others, sorted by student.
+    """
+    rows: dict[str, dict] = {}
+    to_grade = []
+    for student, folder in sorted(students.items()):
+        submitted = run.course / "submitted" / student / run.assignment
+        problems = copy_submission(folder, submitted, run.assignment)
+        if any(submitted.glob("*.ipynb")):
+            to_grade.append((student, problems))
+        else:
+            rows[student] = run.row(student, status="failed", reason="; ".join(problems))
+    return rows, to_grade
+
+
+def complete_rows(run: GradingRun, students: dict[str, Path], rows: dict[str, dict]) -> list[dict]:
+    """The rows sorted by student, one for each: a student the grader never got to fails with the reason."""
+    for student in set(students) - set(rows):
         rows[student] = run.row(
             student, status="failed", reason=f"{GRADER_ERROR}: the grader stopped before it graded this student"
         )
