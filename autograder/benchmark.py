@@ -1,11 +1,13 @@
 """How fast does a class grade? ``python -m autograder.benchmark --students 100``.
 
-Grades the same class twice on this machine, in the same run:
+Grades the same class three times on this machine, in the same run:
 
 1. plain nbgrader, the way a course without this grader would: one ``nbgrader autograde``
    command for the whole class, serial, test cells in the student's kernel, no sandbox;
-2. ``python -m autograder grade`` with its defaults: sandboxed kernels, test cells in the grader,
-   feedback pages, ``--workers`` students at a time.
+2. ``python -m autograder grade --engine pool``: sandboxed kernels, test cells in the grader,
+   feedback pages, ``--workers`` students at a time on this machine's pool of grading processes;
+3. the same with ``--engine dask``: each student a task of a Dask LocalCluster of ``--workers``
+   processes, results sent back as data and written by the client (what runs on a cluster).
 
 and then the time to start a kernel (and import numpy) with and without the sandbox, which is
 the sandbox's cost per submission. The class alternates
@@ -81,7 +83,7 @@ def plain_nbgrader(submissions: Path, assignment: str, root: Path, cell_timeout:
 
 
 def timed_grade(
-    submissions: Path, assignment: str, out_dir: Path, workers: int, cell_timeout: float
+    submissions: Path, assignment: str, out_dir: Path, workers: int, cell_timeout: float, engine: str = "pool"
 ) -> tuple[float, dict]:
     """Seconds for ``python -m autograder grade`` on the class (a new process, as a grader runs it)."""
     start = time.perf_counter()
@@ -98,6 +100,8 @@ def timed_grade(
         str(workers),
         "--cell-timeout",
         str(cell_timeout),
+        "--engine",
+        engine,
     ]
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
@@ -151,6 +155,9 @@ def run(
     ours_s, our_scores = timed_grade(
         submissions, assignment, work_dir / "ours", workers=workers, cell_timeout=cell_timeout
     )
+    dask_s, dask_scores = timed_grade(
+        submissions, assignment, work_dir / "dask", workers=workers, cell_timeout=cell_timeout, engine="dask"
+    )
     sandboxed_s = kernel_start_seconds(True, kernel_starts)
     plain_kernel_s = kernel_start_seconds(False, kernel_starts)
     return {
@@ -161,12 +168,15 @@ def run(
         "plain_nbgrader_serial_s": round(plain_s, 1),
         "ours_s": round(ours_s, 1),
         "speedup": round(plain_s / ours_s, 2),
+        "dask_s": round(dask_s, 1),
+        "dask_speedup": round(plain_s / dask_s, 2),
+        "dask_over_pool": round(ours_s / dask_s, 2),
         "plain_s_per_student": round(plain_s / n_students, 2),
         "ours_s_per_student": round(ours_s / n_students, 2),
         "kernel_start_sandboxed_s": round(sandboxed_s, 2),
         "kernel_start_plain_s": round(plain_kernel_s, 2),
         "sandbox_overhead_s_per_student": round(sandboxed_s - plain_kernel_s, 2),
-        "same_scores": plain_scores == our_scores,
+        "same_scores": plain_scores == our_scores == dask_scores,
     }
 
 

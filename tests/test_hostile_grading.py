@@ -1,4 +1,4 @@
-"""A class of hostile submissions of lesson 00 (tests/hostile.py), graded once, sandboxed.
+"""A class of hostile submissions of lesson 00 (tests/hostile.py), graded sandboxed, on each engine.
 
 * the honest students get what they earned: the reference full marks, the untouched exercise and
   the empty attempt 0;
@@ -9,7 +9,8 @@
   machine (no files left outside the submissions, no connection to the host, no process left
   running) are as before.
 
-The class is graded once, by the fixture ``graded``: about five minutes on two cores. Notebooks read
+The class is graded twice by the fixture ``graded``, on the local pool and on Dask: about five minutes
+each on two cores. Notebooks read
 their data through ``data_fetch``; set MLHEP_DATA_DIR to a folder holding the cached test-scale data.
 """
 
@@ -274,11 +275,13 @@ def test_feedback_never_shows_what_the_hidden_tests_gave_student_code(graded, ki
 
 
 def kernel_folders() -> list[str]:
-    """The kernels' connection and socket folders that exist now (sandbox.runtime_parent)."""
+    """The kernels' connection and socket folders that exist now (sandbox.runtime_parent), and the
+    Dask workers' copies of a run's course (autograder.batch.cluster)."""
     from autograder.sandbox import runtime_parent
 
     parent = Path(runtime_parent() or tempfile.gettempdir())
-    return [str(path) for path in parent.glob("mlhep-kernel-*")]
+    folders = list(parent.glob("mlhep-kernel-*")) + list(Path(tempfile.gettempdir()).glob("mlhep-grading-*"))
+    return [str(path) for path in folders]
 
 
 def test_every_kernels_folder_was_removed(graded):
@@ -337,9 +340,11 @@ class Graded:
     kernel_folders_left: list[str]
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile")
+# The same class on this machine's pool and as tasks of a Dask LocalCluster (autograder.batch.cluster):
+# every guarantee holds on both.
+@pytest.fixture(scope="module", params=["pool", "dask"])
+def graded(tmp_path_factory, request):
+    base = tmp_path_factory.mktemp(f"hostile-{request.param}")
     submissions, out_dir = base / "submissions", base / "out"
     canary = socket.create_server(("127.0.0.1", 0))  # the network submission aims at this port
     traps = write_class(submissions, canary_port=canary.getsockname()[1])
@@ -353,7 +358,12 @@ def graded(tmp_path_factory):
     start = time.monotonic()
     try:
         rows = grade(
-            ASSIGNMENT, submissions, out_dir, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT
+            ASSIGNMENT,
+            submissions,
+            out_dir,
+            cell_timeout=CELL_TIMEOUT,
+            notebook_timeout=NOTEBOOK_TIMEOUT,
+            engine=request.param,
         )
     except BaseException:
         remove(lingering_processes(traps, base, children_before), traps.traces(out_dir))

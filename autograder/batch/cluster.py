@@ -44,6 +44,10 @@ from .submissions import MAX_FEEDBACK_BYTES, MAX_NOTEBOOK_BYTES
 
 #: How many times a student is graded again after the worker grading them died or was lost.
 REGRADES_AFTER_LOSS = 1
+#: Seconds to wait for a cluster's first worker (jobs of a batch system may queue).
+WORKER_WAIT_SECONDS = 1800
+#: Students sent per worker thread at a time (one grading, one waiting for it).
+TASKS_PER_WORKER = 2
 #: Largest log returned per student (nbgrader's log of one student is a few kB).
 MAX_LOG_BYTES = 4 * 2**20
 #: Stored columns of nbgrader's gradebook that autograding writes, copied from a worker's gradebook
@@ -55,6 +59,13 @@ NOTEBOOK_FIELDS = ("flagged", "late_submission_penalty")
 
 class WorkerRefused(RuntimeError):
     """A Dask worker that cannot grade (no sandbox, another version of the course)."""
+
+    def __init__(self, address: str, why: str):
+        super().__init__(address, why)
+        self.address, self.why = address, why
+
+    def __str__(self) -> str:
+        return f"worker {self.address} refused to grade: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -159,10 +170,22 @@ class WorkerCourse:
     """A worker's copy of a run's private course, and its grading processes (one per thread)."""
 
     def __init__(self, bundle: CourseBundle):
+        self.folder = Path(tempfile.mkdtemp(prefix=f"mlhep-grading-{bundle.run_id[:8]}-"))
+        try:
+            self.run = self._make_course(bundle)
+        except BaseException:
+            from .run import remove_tree
+
+            remove_tree(self.folder)
+            raise
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()  # (slot, grading process or None)
+        self.slots = 0
+        self.lock = threading.Lock()
+
+    def _make_course(self, bundle: CourseBundle):
         from .private_course import generate_assignment, make_course
         from .run import GradingRun
 
-        self.folder = Path(tempfile.mkdtemp(prefix=f"mlhep-grading-{bundle.run_id[:8]}-"))
         source = self.folder / "source-files"
         write_tree(source, bundle.source_files)
         held_out = None
@@ -170,7 +193,7 @@ class WorkerCourse:
             cache = self.folder / "held-out"
             write_tree(cache, bundle.held_out_files)
             held_out = {"seed": bundle.held_out_seed, "cache": str(cache)}
-        self.run = GradingRun(
+        run = GradingRun(
             bundle.assignment,
             self.folder / "submissions",
             self.folder / "out",
@@ -180,12 +203,10 @@ class WorkerCourse:
             limits=bundle.limits,
             held_out_seed=bundle.held_out_seed,
         )
-        (self.run.out_dir / "logs").mkdir(parents=True)
-        make_course(self.run.course, bundle.assignment, bundle.cell_timeout, bundle.sandboxed, held_out, source)
-        self.run.max_score = generate_assignment(self.run.course, bundle.assignment)
-        self.idle: queue.SimpleQueue = queue.SimpleQueue()  # (slot, grading process or None)
-        self.slots = 0
-        self.lock = threading.Lock()
+        (run.out_dir / "logs").mkdir(parents=True)
+        make_course(run.course, bundle.assignment, bundle.cell_timeout, bundle.sandboxed, held_out, source)
+        run.max_score = generate_assignment(run.course, bundle.assignment)
+        return run
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[list]:
@@ -243,7 +264,7 @@ def worker_course(run_id: str) -> WorkerCourse:
             if bundle is None:
                 raise RuntimeError(f"worker {worker_address()} has not received the run's course (its plugin)")
             if why := why_worker_cannot_grade(bundle.version, bundle.sandboxed):
-                raise WorkerRefused(f"worker {worker_address()} refused to grade: {why}")
+                raise WorkerRefused(worker_address(), why)
             _COURSES[run_id] = WorkerCourse(bundle)
         return _COURSES[run_id]
 
@@ -385,7 +406,15 @@ def submission_files(run, student: str) -> dict[str, bytes]:
 
 
 def check_workers(dask_client, bundle: CourseBundle) -> int:
-    """The number of workers; UsageError naming every worker that cannot grade, and why."""
+    """The number of workers, once there is one (a batch system may take a while to start them);
+    UsageError naming every worker that cannot grade, and why."""
+    try:
+        dask_client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+    except TimeoutError:
+        raise UsageError(
+            f"the Dask cluster has had no worker for {WORKER_WAIT_SECONDS} s: start some, or grade without "
+            "--scheduler"
+        ) from None
     answers = dask_client.run(why_worker_cannot_grade, bundle.version, bundle.sandboxed)
     if not answers:
         raise UsageError("the Dask cluster has no workers: start some, or grade without --scheduler")
@@ -419,21 +448,32 @@ def grade_class_on_dask(
     rows: dict[str, dict] = {}
     problems_of = dict(students_to_grade)
     losses: dict[str, int] = {}
+    attempts: dict[str, int] = {}
+    # Workers that joined after the check and refused: their students go to the others.
+    refused: dict[str, str] = {}
 
     def submit(student: str):
-        attempt = losses.get(student, 0)
+        attempts[student] = attempts.get(student, 0) + 1
+        allowed = [address for address in dask_client.nthreads() if address not in refused] if refused else None
         return dask_client.submit(
             grade_student,
             bundle.run_id,
             student,
             submission_files(run, student),
             problems_of[student],
-            key=f"grade-{bundle.run_id}-{student}-{attempt}",
+            key=f"grade-{bundle.run_id}-{student}-{attempts[student]}",
             pure=False,
             retries=0,
+            workers=allowed,
+            allow_other_workers=False,
         )
 
-    futures = {submit(student): student for student, _ in students_to_grade}
+    # A few tasks per worker at a time, more as results come back: the notebooks of a class of 1000 never
+    # wait in the scheduler's memory all at once, and the ones waiting go to whichever worker is free.
+    waiting = [student for student, _ in students_to_grade]
+    window = TASKS_PER_WORKER * max(1, len(dask_client.nthreads()))
+    futures = {submit(student): student for student in waiting[:window]}
+    waiting = waiting[window:]
     pending = as_completed(list(futures))
     progress = tqdm(
         total=already + len(students_to_grade), initial=already, desc=f"grading {run.assignment}", unit="student"
@@ -444,6 +484,14 @@ def grade_class_on_dask(
             try:
                 result = future.result()
                 rows[student] = record_student(run, result)
+            except WorkerRefused as error:
+                refused[error.address] = error.why
+                if any(address not in refused for address in dask_client.nthreads()):
+                    retry = submit(student)
+                    futures[retry] = student
+                    pending.add(retry)
+                    continue
+                rows[student] = run.row(student, status="failed", reason=f"{GRADER_ERROR}: {error}")
             except KilledWorker:
                 losses[student] = losses.get(student, 0) + 1
                 if losses[student] <= REGRADES_AFTER_LOSS:
@@ -463,6 +511,11 @@ def grade_class_on_dask(
                 )
             finally:
                 future.release()
+            if waiting:
+                following = waiting.pop(0)
+                next_future = submit(following)
+                futures[next_future] = following
+                pending.add(next_future)
             progress.set_postfix_str(student)
             progress.update()
     finally:
