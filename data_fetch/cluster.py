@@ -83,20 +83,51 @@ def local_client(workers: int | None = None, config: dict | None = None) -> Iter
             'level: put the script\'s code under `if __name__ == "__main__":` (as multiprocessing and Dask '
             "need), or load with workers=1"
         )
-    with dask.config.set({**LOCAL_WORKER_CONFIG, **(config or {})}):
-        local_cluster = LocalCluster(
-            n_workers=workers or default_workers(),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,  # no dashboard: a notebook or CI job does not need one
-            # The scheduler still serves its health checks over HTTP: on a free port, not on 8787, which
-            # another cluster of this machine (a student's own Dask) may hold, with a warning each time.
-            scheduler_kwargs={"dashboard_address": ":0"},
-            silence_logs=logging.ERROR,
-        )
-    with local_cluster, Client(local_cluster) as dask_client:
+    with contextlib.ExitStack() as stack:
+        # First in, last out: the nannies set variables in this process, which it gets back after the cluster.
+        stack.enter_context(kept_environment())
+        with dask.config.set({**LOCAL_WORKER_CONFIG, **(config or {})}):
+            local_cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers or default_workers(),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,  # no dashboard: a notebook or CI job does not need one
+                    # The scheduler still serves its health checks over HTTP: on a free port, not on 8787, which
+                    # another cluster of this machine (a student's own Dask) may hold, with a warning each time.
+                    scheduler_kwargs={"dashboard_address": ":0"},
+                    silence_logs=logging.ERROR,
+                )
+            )
+        dask_client = stack.enter_context(Client(local_cluster))
         dask_client.register_plugin(StdoutToStderr())
         yield dask_client
+
+
+#: What a nanny sets in the environment of the process that starts it (its own, so that the worker
+#: it spawns inherits them), besides ``distributed.nanny.pre-spawn-environ``.
+NANNY_ENVIRONMENT = ("PYTHONHASHSEED",)
+
+
+@contextlib.contextmanager
+def kept_environment() -> Iterator[None]:
+    """Give this process back the environment variables a LocalCluster's nannies set in it.
+
+    A nanny runs in the process that starts the cluster and sets its pre-spawn variables there
+    (one thread of OpenMP, MKL and OpenBLAS, a fixed hash seed) before each worker starts: a
+    notebook that loads data, or the grader, would keep them, and so would every process it
+    starts afterwards (a kernel, a grading process).
+    """
+    names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), *NANNY_ENVIRONMENT}
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -214,3 +214,15 @@ def test_workers_end_with_the_process_that_started_them(tmp_path):
         time.sleep(0.5)
     left = [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"processes of the killed client still running: {left}"
+
+
+def test_this_process_gets_its_environment_back(monkeypatch):
+    """The nannies of a LocalCluster set their workers' variables (one OpenMP thread, a fixed hash seed)
+    in the process that starts them: a notebook, or the grader, has its own back after the cluster."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("PYTHONHASHSEED", "random")
+    with cluster.local_client(1) as dask_client:
+        # the workers got Dask's settings
+        assert set(dask_client.run(os.environ.get, "OMP_NUM_THREADS").values()) == {"1"}
+    assert "OMP_NUM_THREADS" not in os.environ
+    assert os.environ["PYTHONHASHSEED"] == "random"

@@ -12,11 +12,13 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import dask
+import psutil
 import pytest
 from distributed import Client, LocalCluster
 from nbgrader.api import Gradebook
@@ -177,6 +179,16 @@ def slow_class(submissions: Path, seconds: int) -> None:
     )
 
 
+def grading_processes() -> list[str]:
+    """Grading processes (autograder.batch.worker) of a Dask worker's course that are still running."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "autograder.batch.worker" in cmdline and cluster.COURSE_PREFIX in cmdline:
+            found.append(f"{process.pid}: {cmdline[:150]}")
+    return found
+
+
 def kill_workers_grading(address: str, times: int, stop: threading.Event, killed: list) -> None:
     """Kill the worker process that grades a student (SIGKILL, as a node taken back or the kernel's
     out-of-memory killer would), ``times`` times; the addresses killed go to ``killed``."""
@@ -217,6 +229,13 @@ def test_a_student_whose_worker_is_lost_is_graded_again_once(tmp_path, losses, s
             killer.join()
     assert len(killed) == losses, killed
     assert row["status"] == status, row
+    # Nothing of the killed workers stays: their grading processes died with them, and the next course
+    # built on this machine removed their copies of the course.
+    deadline = time.monotonic() + 10
+    while (orphans := grading_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not orphans, orphans
+    assert not list(Path(tempfile.gettempdir()).glob(f"{cluster.COURSE_PREFIX}*")), "a worker's course was left"
     if status == "graded":
         assert row["score"] == row["max_score"], row
     else:

@@ -27,6 +27,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -46,8 +47,12 @@ from .submissions import MAX_FEEDBACK_BYTES, MAX_NOTEBOOK_BYTES
 REGRADES_AFTER_LOSS = 1
 #: Seconds to wait for a cluster's first worker (jobs of a batch system may queue).
 WORKER_WAIT_SECONDS = 1800
-#: Students sent per worker thread at a time (one grading, one waiting for it).
-TASKS_PER_WORKER = 2
+#: Students sent per worker thread at a time: one, so that a worker lost holds no student waiting.
+TASKS_PER_WORKER = 1
+#: Seconds between looks at the cluster while students are being graded.
+POLL_SECONDS = 5
+#: Times a student goes to another worker after a worker refused them.
+MAX_REFUSALS = 3
 #: Largest log returned per student (nbgrader's log of one student is a few kB).
 MAX_LOG_BYTES = 4 * 2**20
 #: Stored columns of nbgrader's gradebook that autograding writes, copied from a worker's gradebook
@@ -55,6 +60,18 @@ MAX_LOG_BYTES = 4 * 2**20
 GRADE_FIELDS = ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")
 COMMENT_FIELDS = ("auto_comment", "manual_comment")
 NOTEBOOK_FIELDS = ("flagged", "late_submission_penalty")
+
+
+#: Variables that Dask's nannies set for their workers (``distributed.nanny.pre-spawn-environ`` and the
+#: hash seed): a worker's grading processes get the client's values instead (or none, where the client has
+#: none), so that the tests and the students' kernels run as they would on the client's pool.
+GRADING_ENVIRONMENT = (
+    "PYTHONHASHSEED",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MALLOC_TRIM_THRESHOLD_",
+)
 
 
 class WorkerRefused(RuntimeError):
@@ -85,8 +102,26 @@ class CourseBundle:
     sandboxed: bool
     limits: sandbox.Limits | None
     held_out_seed: int | None
+    environment: dict[str, str | None]
+    code_digest: str
     source_files: dict[str, bytes] = field(repr=False)
     held_out_files: dict[str, bytes] = field(repr=False)
+
+
+def course_code_digest() -> str:
+    """A digest of the course's installed code (the packages the grader and the hidden tests import)."""
+    import hashlib
+
+    import autograder
+    import data_fetch
+    import mlhep
+
+    digest = hashlib.sha256()
+    for package in (autograder, data_fetch, mlhep):
+        root = Path(package.__path__[0])
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package.__name__}/{path.relative_to(root)}".encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def course_version() -> str:
@@ -134,6 +169,8 @@ def make_bundle(run, held_out: dict | None) -> CourseBundle:
         sandboxed=run.sandboxed,
         limits=run.limits,
         held_out_seed=held_out["seed"] if held_out else None,
+        environment={name: os.environ.get(name) for name in GRADING_ENVIRONMENT},
+        code_digest=course_code_digest(),
         source_files=read_tree(SOLUTIONS_DIR / run.assignment),
         held_out_files=held_out_files,
     )
@@ -152,26 +189,63 @@ def worker_address() -> str:
         return "this process"
 
 
-def why_worker_cannot_grade(version: str | None = None, sandboxed: bool = True) -> str | None:
-    """None if this worker can grade a run of the course at ``version``; else why not, in plain words."""
+def why_worker_cannot_grade(
+    version: str | None = None, code_digest: str | None = None, sandboxed: bool = True
+) -> str | None:
+    """None if this worker can grade a run of the course at ``version`` (and with the code of digest
+    ``code_digest``); else why not, in plain words."""
     if version is not None and course_version() != version:
         return (
             f"it has version {course_version()} of the course and the client {version}: "
             "install the same release on the workers"
         )
+    if code_digest is not None and course_code_digest() != code_digest:
+        return (
+            f"its course code differs from the client's, at the same version {course_version()}: "
+            "install the same commit on the workers"
+        )
     if sandboxed:
         ok, why = sandbox.available()
         if not ok:
             return f"it cannot sandbox the students' kernels: {why}"
+        folder = Path(tempfile.gettempdir())
+        if (visible := sandbox.visible_folder(folder)) is not None:
+            return (
+                f"its temporary folder {folder}, where it keeps the hidden tests and held-out samples, lies in "
+                f"{visible}, which students' kernels can read: set TMPDIR to a folder outside it"
+            )
     return None
+
+
+#: A worker's copy of a run's course: ``mlhep-grading-<run>-<random>/`` in its temporary folder, with
+#: the worker process's id in OWNER_FILE, so that a later course can remove one whose worker was killed.
+COURSE_PREFIX = "mlhep-grading-"
+OWNER_FILE = "worker.pid"
+
+
+def remove_abandoned_courses() -> None:
+    """Remove the courses of workers of this machine that died without removing theirs (killed)."""
+    import psutil
+
+    from .run import remove_tree
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{COURSE_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # being made, or not one of ours
+        if owner != os.getpid() and not psutil.pid_exists(owner):
+            remove_tree(folder)
 
 
 class WorkerCourse:
     """A worker's copy of a run's private course, and its grading processes (one per thread)."""
 
     def __init__(self, bundle: CourseBundle):
-        self.folder = Path(tempfile.mkdtemp(prefix=f"mlhep-grading-{bundle.run_id[:8]}-"))
+        remove_abandoned_courses()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{COURSE_PREFIX}{bundle.run_id[:8]}-"))
         try:
+            (self.folder / OWNER_FILE).write_text(str(os.getpid()))
             self.run = self._make_course(bundle)
         except BaseException:
             from .run import remove_tree
@@ -180,6 +254,7 @@ class WorkerCourse:
             raise
         self.idle: queue.SimpleQueue = queue.SimpleQueue()  # (slot, grading process or None)
         self.slots = 0
+        self.closed = False
         self.lock = threading.Lock()
 
     def _make_course(self, bundle: CourseBundle):
@@ -202,6 +277,7 @@ class WorkerCourse:
             sandboxed=bundle.sandboxed,
             limits=bundle.limits,
             held_out_seed=bundle.held_out_seed,
+            environment=bundle.environment,
         )
         (run.out_dir / "logs").mkdir(parents=True)
         make_course(run.course, bundle.assignment, bundle.cell_timeout, bundle.sandboxed, held_out, source)
@@ -210,7 +286,8 @@ class WorkerCourse:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[list]:
-        """A grading slot of this worker: ``[slot number, grading process or None]``, given back after."""
+        """A grading slot of this worker: ``[slot number, grading process or None]``, given back after
+        (its process stopped instead, if the course was closed meanwhile)."""
         try:
             held = list(self.idle.get_nowait())
         except queue.Empty:
@@ -220,11 +297,21 @@ class WorkerCourse:
         try:
             yield held
         finally:
-            self.idle.put(tuple(held))
+            with self.lock:
+                closed = self.closed
+                if not closed:
+                    self.idle.put(tuple(held))
+            if closed and held[1] is not None:
+                from .run import stop_worker
+
+                stop_worker(held[1])
 
     def close(self) -> None:
+        """Stop the idle grading processes (a busy one stops when its student is done) and remove the course."""
         from .run import remove_tree, stop_worker
 
+        with self.lock:
+            self.closed = True
         while True:
             try:
                 _, process = self.idle.get_nowait()
@@ -246,7 +333,7 @@ class GradingRunPlugin(WorkerPlugin):
 
     def __init__(self, bundle: CourseBundle):
         self.bundle = bundle
-        self.name = f"mlhep-grading-{bundle.run_id}"
+        self.name = f"{COURSE_PREFIX}{bundle.run_id}"
 
     def setup(self, worker) -> None:
         _BUNDLES[self.bundle.run_id] = self.bundle
@@ -262,10 +349,15 @@ def worker_course(run_id: str) -> WorkerCourse:
         if run_id not in _COURSES:
             bundle = _BUNDLES.get(run_id)
             if bundle is None:
-                raise RuntimeError(f"worker {worker_address()} has not received the run's course (its plugin)")
-            if why := why_worker_cannot_grade(bundle.version, bundle.sandboxed):
+                raise WorkerRefused(worker_address(), "it has not received the run's course (its plugin)")
+            if why := why_worker_cannot_grade(bundle.version, bundle.code_digest, bundle.sandboxed):
                 raise WorkerRefused(worker_address(), why)
-            _COURSES[run_id] = WorkerCourse(bundle)
+            try:
+                _COURSES[run_id] = WorkerCourse(bundle)
+            except Exception as error:  # a full disk, say: this worker cannot grade, the others may
+                raise WorkerRefused(
+                    worker_address(), f"it could not build the run's course: {type(error).__name__}: {error}"
+                ) from None
         return _COURSES[run_id]
 
 
@@ -282,6 +374,12 @@ def grade_student(run_id: str, student: str, notebooks: dict[str, bytes], proble
     from .run import grade_in_worker, remove_tree
 
     course = worker_course(run_id)
+    # The client counts a lost worker against a student only if their grading had started.
+    with contextlib.suppress(ValueError):  # ValueError: called outside a Dask worker
+        from distributed import get_worker
+
+        worker = get_worker()
+        worker.log_event(f"{COURSE_PREFIX}{run_id}", {"key": worker.get_current_task(), "student": student})
     run = course.run
     submitted = run.course / "submitted" / student / run.assignment
     write_tree(submitted, notebooks)
@@ -349,47 +447,55 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
 # --- The client's side ------------------------------------------------------------------------
 
 
-def record_student(run, result: dict) -> dict:
-    """Write what a worker returned for a graded student into the client's course; their row.
+def record_student(run, student: str, result: dict) -> dict:
+    """Write what a worker returned for ``student`` into the client's course; their row.
 
-    The gradebook gets the student's submission and every grade and comment in one transaction:
-    if any of it fails, none of it stays (nbgrader's ``remove_submission``), and the error is raised.
+    A graded student is written whole or not at all: the graded notebooks and feedback pages first,
+    then the gradebook (nbgrader's submission, then every grade and comment); if any of it fails,
+    what was written is removed (nbgrader's ``remove_submission``) and the error is raised.
     """
+    from .run import remove_tree
+
     row = result["row"]
-    student = row["student"]
+    if row["student"] != student:
+        raise ValueError(f"a worker sent the results of {row['student']!r} for {student!r}")
     write_text_atomic(run.out_dir / "logs" / f"{student}.log", result["log"])
     if row["status"] != "graded":
         return row
-    with gradebook(run.course) as gb:
-        gb.update_or_create_student(student)
-        try:
-            with warnings.catch_warnings():
-                # nbgrader's add_submission warns about its own use of SQLAlchemy's session, whoever calls
-                # it (nbgrader autograde too, into its log); the rows are written all the same.
-                warnings.simplefilter("ignore", SAWarning)
-                gb.add_submission(run.assignment, student, timestamp=result["timestamp"])
-            for notebook_name, values in result["grades"].items():
-                notebook = gb.find_submission_notebook(notebook_name, run.assignment, student)
-                for name, value in values["notebook"].items():
-                    setattr(notebook, name, value)
-                for grade_name, fields in values["grades"].items():
-                    grade = gb.find_grade(grade_name, notebook_name, run.assignment, student)
-                    for name, value in fields.items():
-                        setattr(grade, name, value)
-                for comment_name, fields in values["comments"].items():
-                    comment = gb.find_comment(comment_name, notebook_name, run.assignment, student)
-                    for name, value in fields.items():
-                        setattr(comment, name, value)
-            gb.db.commit()
-        except BaseException:
-            gb.db.rollback()
-            with contextlib.suppress(Exception):
-                gb.remove_submission(run.assignment, student)
-            raise
-    for kind, files in (("autograded", result["autograded"]), ("feedback", result["feedback"])):
-        folder = run.course / kind / student / run.assignment
-        folder.mkdir(parents=True, exist_ok=True)
-        write_tree(folder, files)
+    folders = [run.course / kind / student for kind in ("autograded", "feedback")]
+    try:
+        for folder, files in zip(folders, (result["autograded"], result["feedback"]), strict=True):
+            write_tree(folder / run.assignment, files)
+        with gradebook(run.course) as gb:
+            gb.update_or_create_student(student)
+            try:
+                with warnings.catch_warnings():
+                    # nbgrader's add_submission warns about its own use of SQLAlchemy's session, whoever
+                    # calls it (nbgrader autograde too, into its log); the rows are written all the same.
+                    warnings.simplefilter("ignore", SAWarning)
+                    gb.add_submission(run.assignment, student, timestamp=result["timestamp"])
+                for notebook_name, values in result["grades"].items():
+                    notebook = gb.find_submission_notebook(notebook_name, run.assignment, student)
+                    for name, value in values["notebook"].items():
+                        setattr(notebook, name, value)
+                    for grade_name, fields in values["grades"].items():
+                        grade = gb.find_grade(grade_name, notebook_name, run.assignment, student)
+                        for name, value in fields.items():
+                            setattr(grade, name, value)
+                    for comment_name, fields in values["comments"].items():
+                        comment = gb.find_comment(comment_name, notebook_name, run.assignment, student)
+                        for name, value in fields.items():
+                            setattr(comment, name, value)
+                gb.db.commit()
+            except BaseException:
+                gb.db.rollback()
+                with contextlib.suppress(Exception):
+                    gb.remove_submission(run.assignment, student)
+                raise
+    except BaseException:
+        for folder in folders:
+            remove_tree(folder)
+        raise
     return row
 
 
@@ -415,7 +521,7 @@ def check_workers(dask_client, bundle: CourseBundle) -> int:
             f"the Dask cluster has had no worker for {WORKER_WAIT_SECONDS} s: start some, or grade without "
             "--scheduler"
         ) from None
-    answers = dask_client.run(why_worker_cannot_grade, bundle.version, bundle.sandboxed)
+    answers = dask_client.run(why_worker_cannot_grade, bundle.version, bundle.code_digest, bundle.sandboxed)
     if not answers:
         raise UsageError("the Dask cluster has no workers: start some, or grade without --scheduler")
     refused = {address: why for address, why in answers.items() if why}
@@ -433,93 +539,124 @@ def grade_class_on_dask(
 ) -> dict[str, dict]:
     """Grade ``(student, problems)`` on ``dask_client``'s workers; the rows by student.
 
-    Rows come back as students finish; a student whose worker dies or is lost is submitted again
-    (``REGRADES_AFTER_LOSS`` times), then failed with the reason. The grader's own failures fail
-    the student with a reason starting with ``GRADER_ERROR``. ``already``: students of the class
-    whose row is already decided (no notebook to grade), for the progress bar.
+    One student per worker thread at a time, more as results come back (so that the notebooks of a
+    class never wait in the scheduler's memory all at once, and a lost worker holds no student that
+    had not started). A student whose worker dies or is lost while grading them is submitted again
+    (``REGRADES_AFTER_LOSS`` times), then failed with the reason; one whose worker refuses goes to
+    another worker, and the refusing one is retired. The grader's own failures fail the student with a
+    reason starting with ``GRADER_ERROR``, and so do the students left when the cluster has had no
+    worker for ``WORKER_WAIT_SECONDS``. ``already``: students of the class whose row is already
+    decided (no notebook to grade), for the progress bar.
     """
-    from distributed import KilledWorker, as_completed
+    from distributed import KilledWorker, wait
 
     from .run import GRADER_ERROR
 
     check_workers(dask_client, bundle)
     plugin = GradingRunPlugin(bundle)
     dask_client.register_plugin(plugin)
+    topic = f"{COURSE_PREFIX}{bundle.run_id}"
     rows: dict[str, dict] = {}
     problems_of = dict(students_to_grade)
-    losses: dict[str, int] = {}
-    attempts: dict[str, int] = {}
-    # Workers that joined after the check and refused: their students go to the others.
-    refused: dict[str, str] = {}
-
-    def submit(student: str):
-        attempts[student] = attempts.get(student, 0) + 1
-        allowed = [address for address in dask_client.nthreads() if address not in refused] if refused else None
-        return dask_client.submit(
-            grade_student,
-            bundle.run_id,
-            student,
-            submission_files(run, student),
-            problems_of[student],
-            key=f"grade-{bundle.run_id}-{student}-{attempts[student]}",
-            pure=False,
-            retries=0,
-            workers=allowed,
-            allow_other_workers=False,
-        )
-
-    # A few tasks per worker at a time, more as results come back: the notebooks of a class of 1000 never
-    # wait in the scheduler's memory all at once, and the ones waiting go to whichever worker is free.
     waiting = [student for student, _ in students_to_grade]
-    window = TASKS_PER_WORKER * max(1, len(dask_client.nthreads()))
-    futures = {submit(student): student for student in waiting[:window]}
-    waiting = waiting[window:]
-    pending = as_completed(list(futures))
+    futures: dict = {}  # future -> student
+    attempts: dict[str, int] = {}
+    losses: dict[str, int] = {}
+    refusals: dict[str, int] = {}
+    refused: set[str] = set()  # workers
+
+    def submit(student: str) -> None:
+        attempts[student] = attempts.get(student, 0) + 1
+        try:
+            future = dask_client.submit(
+                grade_student,
+                bundle.run_id,
+                student,
+                submission_files(run, student),
+                problems_of[student],
+                key=f"grade-{bundle.run_id}-{student}-{attempts[student]}",
+                pure=False,
+                retries=0,
+            )
+        except Exception as error:  # noqa: BLE001 - this student fails, the batch goes on
+            rows[student] = run.row(
+                student, status="failed", reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}"
+            )
+            return
+        futures[future] = student
+
+    def capacity() -> int:
+        threads = dask_client.nthreads()
+        return TASKS_PER_WORKER * sum(n for address, n in threads.items() if address not in refused)
+
+    def started(future) -> bool:
+        return any(event.get("key") == future.key for _, event in dask_client.get_events(topic))
+
     progress = tqdm(
         total=already + len(students_to_grade), initial=already, desc=f"grading {run.assignment}", unit="student"
     )
+    no_worker_since = None
     try:
-        for future in pending:
-            student = futures.pop(future)
+        while futures or waiting:
+            while waiting and len(futures) < capacity():
+                submit(waiting.pop(0))
+            if not futures:
+                no_worker_since = no_worker_since or time.monotonic()
+                if time.monotonic() - no_worker_since > WORKER_WAIT_SECONDS:
+                    for student in waiting:
+                        rows[student] = run.row(
+                            student,
+                            status="failed",
+                            reason=f"{GRADER_ERROR}: the Dask cluster had no worker that could grade for "
+                            f"{WORKER_WAIT_SECONDS} s",
+                        )
+                    waiting.clear()
+                time.sleep(1)
+                continue
+            no_worker_since = None
             try:
-                result = future.result()
-                rows[student] = record_student(run, result)
-            except WorkerRefused as error:
-                refused[error.address] = error.why
-                if any(address not in refused for address in dask_client.nthreads()):
-                    retry = submit(student)
-                    futures[retry] = student
-                    pending.add(retry)
-                    continue
-                rows[student] = run.row(student, status="failed", reason=f"{GRADER_ERROR}: {error}")
-            except KilledWorker:
-                losses[student] = losses.get(student, 0) + 1
-                if losses[student] <= REGRADES_AFTER_LOSS:
-                    retry = submit(student)
-                    futures[retry] = student
-                    pending.add(retry)
-                    continue
-                rows[student] = run.row(
-                    student,
-                    status="failed",
-                    reason=f"the worker grading this submission died or was lost {losses[student]} times "
-                    "(see the workers' logs: a worker out of memory, a node taken back)",
-                )
-            except Exception as error:  # noqa: BLE001 - the grader's own failure: reported, batch goes on
-                rows[student] = run.row(
-                    student, status="failed", reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}"
-                )
-            finally:
-                future.release()
-            if waiting:
-                following = waiting.pop(0)
-                next_future = submit(following)
-                futures[next_future] = following
-                pending.add(next_future)
-            progress.set_postfix_str(student)
-            progress.update()
+                done = wait(list(futures), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                continue  # students still grading; more workers may have joined meanwhile
+            for future in done:
+                student = futures.pop(future)
+                try:
+                    rows[student] = record_student(run, student, future.result())
+                except WorkerRefused as error:
+                    refused.add(error.address)
+                    with contextlib.suppress(Exception):
+                        dask_client.retire_workers([error.address], close_workers=True)
+                    refusals[student] = refusals.get(student, 0) + 1
+                    if refusals[student] <= MAX_REFUSALS:
+                        waiting.insert(0, student)
+                        continue
+                    rows[student] = run.row(student, status="failed", reason=f"{GRADER_ERROR}: {error}")
+                except KilledWorker:
+                    if not started(future):  # waited on a worker that was lost: never graded there
+                        waiting.insert(0, student)
+                        continue
+                    losses[student] = losses.get(student, 0) + 1
+                    if losses[student] <= REGRADES_AFTER_LOSS:
+                        waiting.insert(0, student)
+                        continue
+                    rows[student] = run.row(
+                        student,
+                        status="failed",
+                        reason=f"the worker grading this submission died or was lost {losses[student]} times "
+                        "(see the workers' logs: a worker out of memory, a node taken back)",
+                    )
+                except Exception as error:  # noqa: BLE001 - the grader's own failure: reported, batch goes on
+                    rows[student] = run.row(
+                        student, status="failed", reason=f"{GRADER_ERROR}: {type(error).__name__}: {error}"
+                    )
+                finally:
+                    future.release()
+                progress.set_postfix_str(student)
+                progress.update()
     finally:
         progress.close()
+        with contextlib.suppress(Exception):
+            dask_client.cancel(list(futures))
         with contextlib.suppress(Exception):  # each worker's teardown removes its course
             dask_client.unregister_worker_plugin(plugin.name)
     return rows
@@ -533,14 +670,9 @@ def grade_on_dask(
     from data_fetch import cluster as dask_cluster
 
     bundle = make_bundle(run, held_out)
-    config = {
-        # A worker that dies with a student is reported at once (KilledWorker) on a LocalCluster, so that
-        # this module decides the one regrade; a named scheduler keeps its own allowed-failures.
-        "distributed.scheduler.allowed-failures": 0,
-        # The workers grade in this process's environment, as the pool does: Dask would otherwise set one
-        # thread of OpenMP and BLAS for them, and so for the students' kernels and the tests.
-        "distributed.nanny.pre-spawn-environ": {},
-    }
+    # A worker that dies with a student is reported at once (KilledWorker) on a LocalCluster, so that this
+    # module decides the one regrade; a named scheduler keeps its own allowed-failures.
+    config = {"distributed.scheduler.allowed-failures": 0}
     try:
         with dask_cluster.client(workers, run.scheduler, config=config) as dask_client:
             return grade_class_on_dask(run, students_to_grade, bundle, dask_client, already)

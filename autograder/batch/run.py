@@ -46,7 +46,7 @@ from .diagnose import describe_notebook, explain_failure
 from .held_out import HELD_OUT_RECORD, prepare_held_out
 from .private_course import generate_assignment, gradebook, make_course
 from .submissions import MAX_FEEDBACK_BYTES, copy_submission, find_students, read_regular_file
-from .worker import ADDRESS_SPACE_VARIABLE
+from .worker import ADDRESS_SPACE_VARIABLE, PARENT_VARIABLE
 
 #: Address space of a grading worker (see autograder.batch.worker). Measured while the hostile classes
 #: of lessons 00-03 were graded (nbgrader, scikit-learn training a classifier in the grader, the
@@ -88,7 +88,9 @@ class GradingRun:
         engine: ``"pool"`` (grading processes of this machine) or ``"dask"`` (each student a task of a
             Dask cluster, :mod:`.cluster`); ``"dask"`` if a scheduler is named, else ``"pool"``.
         scheduler: address of a Dask scheduler whose workers grade and generate the held-out samples
-            (default: ``$MLHEP_DASK_SCHEDULER``, if set).
+            (default: ``$MLHEP_DASK_SCHEDULER``, if set and the engine is not ``"pool"``).
+        environment: variables set (a string) or removed (None) for the grading processes, on top of
+            this process's environment (a Dask worker's grading processes get the client's values).
     """
 
     assignment: str
@@ -102,6 +104,7 @@ class GradingRun:
     held_out_seed: int | None = None
     engine: str | None = None
     scheduler: str | None = None
+    environment: dict[str, str | None] | None = None
     max_score: float = 0.0  # the assignment's, once the private course has it
 
     @property
@@ -120,7 +123,8 @@ class GradingRun:
             raise UsageError(f"the number of workers must be a positive integer, got {self.workers!r}")
         from data_fetch.cluster import scheduler_address
 
-        self.scheduler = scheduler_address(self.scheduler)
+        if self.engine != "pool":  # $MLHEP_DASK_SCHEDULER names the cluster unless the pool is asked for
+            self.scheduler = scheduler_address(self.scheduler)
         if self.engine is None:
             self.engine = "dask" if self.scheduler else DEFAULT_ENGINE
         if self.engine not in ENGINES:
@@ -324,6 +328,12 @@ def complete_rows(run: GradingRun, students: dict[str, Path], rows: dict[str, di
 def start_worker(run: GradingRun, slot: int) -> subprocess.Popen:
     """A grading worker process for the run's private course (see autograder.batch.worker)."""
     env = dict(os.environ)  # the gradebook exists already (make_course): no `alembic` command to find
+    env[PARENT_VARIABLE] = str(os.getpid())
+    for name, value in (run.environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     if run.sandboxed:  # the private course's kernelspec, which starts the kernel in the sandbox
         env["JUPYTER_PATH"] = os.pathsep.join(
             filter(None, [str(run.course / "jupyter"), os.environ.get("JUPYTER_PATH")])

@@ -27,6 +27,8 @@ from ..course import nbgrader_api
 #: this worker (its student fails) instead of the machine. The kernel launcher raises it again
 #: for the kernel, which has limits of its own.
 ADDRESS_SPACE_VARIABLE = "MLHEP_WORKER_ADDRESS_SPACE"
+#: Process id of the grader that started this worker: the worker dies with it (see die_with_parent).
+PARENT_VARIABLE = "MLHEP_GRADER_PID"
 
 
 def limit_address_space(environment: dict) -> None:
@@ -36,10 +38,31 @@ def limit_address_space(environment: dict) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def die_with_parent(environment: dict) -> None:
+    """On Linux, be killed when the process that started this worker dies.
+
+    A grader (or a Dask worker) killed outright cannot stop its grading processes; without this, one
+    would grade its student to the end for nobody, its kernel (which dies with it, see
+    ``bwrap --die-with-parent``) with it. The signal is armed, then the parent checked, so that a parent
+    gone in between is noticed too.
+    """
+    parent = int(environment.get(PARENT_VARIABLE) or 0)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: python -m autograder.batch.worker COURSE_ROOT ASSIGNMENT")
     course_root, assignment = Path(argv[0]), argv[1]
+    die_with_parent(os.environ)
     limit_address_space(os.environ)
 
     api, config = nbgrader_api(course_root)
