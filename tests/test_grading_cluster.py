@@ -179,6 +179,10 @@ def slow_class(submissions: Path, seconds: int) -> None:
     )
 
 
+def worker_courses() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"{cluster.COURSE_PREFIX}*"))
+
+
 def grading_processes() -> list[str]:
     """Grading processes (autograder.batch.worker) of a Dask worker's course that are still running."""
     found = []
@@ -210,6 +214,7 @@ def kill_workers_grading(address: str, times: int, stop: threading.Event, killed
 def test_a_student_whose_worker_is_lost_is_graded_again_once(tmp_path, losses, status):
     submissions = tmp_path / "submissions"
     slow_class(submissions, seconds=12)
+    courses_before = set(worker_courses())
     with scheduler(workers=2) as local_cluster:
         stop, killed = threading.Event(), []
         killer = threading.Thread(
@@ -235,7 +240,7 @@ def test_a_student_whose_worker_is_lost_is_graded_again_once(tmp_path, losses, s
     while (orphans := grading_processes()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not orphans, orphans
-    assert not list(Path(tempfile.gettempdir()).glob(f"{cluster.COURSE_PREFIX}*")), "a worker's course was left"
+    assert not set(worker_courses()) - courses_before, "a worker's course was left"
     if status == "graded":
         assert row["score"] == row["max_score"], row
     else:

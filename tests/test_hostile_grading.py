@@ -102,7 +102,7 @@ def lingering_processes(traps: Traps, base: Path, children_before: set[int]) -> 
     process or any process working in ``base`` that was not there before."""
     found = {process.pid: process for process in traps.processes()}
     for process in psutil.Process().children(recursive=True):
-        if process.pid not in children_before:
+        if process.pid not in children_before and not is_resource_tracker(process):
             found[process.pid] = process
     for process in psutil.process_iter(["cwd"]):
         if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(base):
@@ -110,6 +110,14 @@ def lingering_processes(traps: Traps, base: Path, children_before: set[int]) -> 
     return [
         process for process in found.values() if process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     ]
+
+
+def is_resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker, which the first LocalCluster of this process starts and which
+    lives as long as this process does."""
+    with contextlib.suppress(psutil.Error):
+        return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+    return False
 
 
 def describe(processes: list[psutil.Process]) -> list[str]:

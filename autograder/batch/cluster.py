@@ -659,6 +659,8 @@ def grade_class_on_dask(
             dask_client.cancel(list(futures))
         with contextlib.suppress(Exception):  # each worker's teardown removes its course
             dask_client.unregister_worker_plugin(plugin.name)
+        with contextlib.suppress(Exception):  # and the courses of killed workers on their machines
+            dask_client.run(remove_abandoned_courses)
     return rows
 
 
