@@ -20,14 +20,17 @@ from pathlib import Path
 import dask
 import psutil
 import pytest
+from conftest import TEST_HELD_OUT_SEED
 from distributed import Client, LocalCluster
 from nbgrader.api import Gradebook
 from test_grading import add_hostile_students, add_student, broken_copy, make_class, nbgrader_cells
 
+import data_fetch
 from autograder import UsageError
 from autograder.batch import cluster
+from autograder.batch.held_out import prepare_held_out
 from autograder.batch.private_course import COURSE_ID
-from autograder.batch.run import grade
+from autograder.batch.run import GradingRun, grade
 from autograder.course import SOLUTIONS_DIR
 
 pytestmark = pytest.mark.grading
@@ -253,3 +256,32 @@ def test_files_from_a_worker_stay_in_their_folder(tmp_path):
     with pytest.raises(ValueError, match="not a path inside"):
         cluster.write_tree(tmp_path / "course", {"../outside.txt": b"x"})
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_workers_course_reads_the_clients_held_out_samples(tmp_path, monkeypatch):
+    """The held-out samples travel in the bundle: a worker's hidden tests find them in its own copy of
+    the course, with the run's secret seed, and never produce events themselves."""
+    assignment = "01_autoencoder_anomaly_detection"
+    held_out = prepare_held_out(assignment, tmp_path, TEST_HELD_OUT_SEED)
+    assert held_out["files"], held_out
+    run = GradingRun(assignment, tmp_path, tmp_path / "out")
+    run.check()
+    bundle = cluster.make_bundle(run, held_out)
+    course = cluster.WorkerCourse(bundle)
+    try:
+        config = (course.run.course / "nbgrader_config.py").read_text()
+        cache = course.folder / "held-out"
+        assert f"held_out_seed = {TEST_HELD_OUT_SEED!r}" in config and f"held_out_cache = {str(cache)!r}" in config
+
+        def no_production(*args, **kwargs):
+            raise AssertionError("the worker produced held-out events instead of reading the client's")
+
+        monkeypatch.setattr("data_fetch.pythia_source.produce", no_production)
+        for name, n_events in held_out["samples"]:
+            sample = data_fetch.load(
+                name, n_events=n_events, seed=TEST_HELD_OUT_SEED, source="pythia", cache_dir=cache
+            )
+            assert len(sample) == n_events
+    finally:
+        course.close()
+    assert not course.folder.exists()

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
-from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
 from .. import sandbox
@@ -472,7 +471,7 @@ def record_student(run, student: str, result: dict) -> dict:
                 with warnings.catch_warnings():
                     # nbgrader's add_submission warns about its own use of SQLAlchemy's session, whoever
                     # calls it (nbgrader autograde too, into its log); the rows are written all the same.
-                    warnings.simplefilter("ignore", SAWarning)
+                    warnings.filterwarnings("ignore", message=r"Object of type <Submitted\w+> not in session")
                     gb.add_submission(run.assignment, student, timestamp=result["timestamp"])
                 for notebook_name, values in result["grades"].items():
                     notebook = gb.find_submission_notebook(notebook_name, run.assignment, student)
@@ -618,8 +617,10 @@ def grade_class_on_dask(
                 done = wait(list(futures), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED").done
             except TimeoutError:
                 continue  # students still grading; more workers may have joined meanwhile
-            for future in done:
-                student = futures.pop(future)
+            finished = [(future, futures.pop(future)) for future in done]
+            while waiting and len(futures) < capacity():  # the freed threads get their next student first
+                submit(waiting.pop(0))
+            for future, student in finished:
                 try:
                     rows[student] = record_student(run, student, future.result())
                 except WorkerRefused as error:

@@ -32,6 +32,8 @@ from pathlib import Path
 import psutil
 from tqdm.auto import tqdm
 
+from data_fetch import DataFetchError
+
 from .. import sandbox
 from ..course import (
     EXERCISES_DIR,
@@ -177,7 +179,10 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
         )
     students = find_students(run.submissions_dir, assignment)
     run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
-    held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed, run.scheduler)
+    try:
+        held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed, run.scheduler)
+    except DataFetchError as error:  # a scheduler that does not answer, say
+        raise UsageError(f"the held-out samples could not be made: {error}") from None
     make_course(run.course, assignment, run.cell_timeout, run.sandboxed, held_out)
     workers = default_workers(run.limits) if run.workers is None else run.workers
     if run.engine == "dask":
