@@ -32,8 +32,6 @@ from pathlib import Path
 import psutil
 from tqdm.auto import tqdm
 
-from data_fetch import DataFetchError
-
 from .. import sandbox
 from ..course import (
     EXERCISES_DIR,
@@ -179,6 +177,8 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
         )
     students = find_students(run.submissions_dir, assignment)
     run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
+    from data_fetch import DataFetchError  # numpy and the generators: imported here, when a run needs them
+
     try:
         held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed, run.scheduler)
     except DataFetchError as error:  # a scheduler that does not answer, say
