@@ -285,3 +285,17 @@ def test_a_workers_course_reads_the_clients_held_out_samples(tmp_path, monkeypat
     finally:
         course.close()
     assert not course.folder.exists()
+
+
+def test_a_worker_refuses_where_the_sandbox_shows_its_temporary_folder(tmp_path, monkeypatch):
+    """Its copy of the course (hidden tests, held-out samples) must be out of the kernels' sight; a data
+    cache that merely lies in the same temporary folder (as in CI: /tmp/.../data) is no reason."""
+    data = tmp_path / "data"
+    (data / "tmp").mkdir(parents=True)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("MLHEP_DATA_DIR", str(data))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert cluster.why_worker_cannot_grade() is None
+    monkeypatch.setattr(tempfile, "tempdir", str(data / "tmp"))
+    why = cluster.why_worker_cannot_grade()
+    assert why is not None and "set TMPDIR to a folder outside it" in why and str(data) in why

@@ -207,11 +207,13 @@ def why_worker_cannot_grade(
         ok, why = sandbox.available()
         if not ok:
             return f"it cannot sandbox the students' kernels: {why}"
-        folder = Path(tempfile.gettempdir())
+        # Where its copy of the course will be (the temporary folder itself may hold folders the sandbox
+        # shows, such as a data cache in /tmp: only a course inside one of them would be visible).
+        folder = Path(tempfile.gettempdir()) / COURSE_PREFIX
         if (visible := sandbox.visible_folder(folder)) is not None:
             return (
-                f"its temporary folder {folder}, where it keeps the hidden tests and held-out samples, lies in "
-                f"{visible}, which students' kernels can read: set TMPDIR to a folder outside it"
+                f"its temporary folder {folder.parent}, where it keeps the hidden tests and held-out samples, "
+                f"lies in {visible}, which students' kernels can read: set TMPDIR to a folder outside it"
             )
     return None
 
