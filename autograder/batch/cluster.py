@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .. import sandbox
 from ..course import SOLUTIONS_DIR, UsageError
 from .private_course import gradebook
-from .submissions import MAX_FEEDBACK_BYTES, MAX_NOTEBOOK_BYTES
+from .submissions import MAX_FEEDBACK_BYTES, MAX_NOTEBOOK_BYTES, read_regular_file
 
 #: How many times a student is graded again after the worker grading them died or was lost.
 REGRADES_AFTER_LOSS = 1
@@ -429,20 +429,16 @@ def export_submission(run, student: str) -> dict:
     return {
         "timestamp": timestamp,
         "grades": grades,
-        "autograded": {path.name: read_bounded(path, MAX_NOTEBOOK_BYTES) for path in sorted(autograded.glob("*"))},
+        # Read as the pool's feedback step reads them: regular files only, never through a link, bounded.
+        "autograded": {
+            path.name: read_regular_file(autograded, path.name, MAX_NOTEBOOK_BYTES)
+            for path in sorted(autograded.glob("*"))
+        },
         "feedback": {
-            path.name: read_bounded(path, MAX_FEEDBACK_BYTES) for path in sorted(feedback.glob("*.html"))
+            path.name: read_regular_file(feedback, path.name, MAX_FEEDBACK_BYTES)
+            for path in sorted(feedback.glob("*.html"))
         },
     }
-
-
-def read_bounded(path: Path, max_bytes: int) -> bytes:
-    """A file the grader wrote, refused past ``max_bytes`` (nbgrader limits outputs, not their sum)."""
-    if not path.is_file() or path.is_symlink():
-        raise OSError(f"{path.name} is not a regular file")
-    if path.stat().st_size > max_bytes:
-        raise OSError(f"{path.name} is larger than {max_bytes // 2**20} MB")
-    return path.read_bytes()
 
 
 # --- The client's side ------------------------------------------------------------------------
