@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder release|grade|formgrader ...`` (see ``--help``)."""
+"""The command line: ``python -m autograder COMMAND ...``; ``--help`` lists the commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .batch import late
 from .batch.run import grade
 from .course import AutograderError, UsageError
 from .release import release
@@ -88,10 +89,78 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "$MLHEP_DASK_SCHEDULER if set); they need this release of the course and bubblewrap",
     )
     grade_cmd.add_argument(
+        "--roster",
+        metavar="FILE",
+        help="the class list (CSV with an `id` column, as nbgrader's, or one id per line): a student on it "
+        "who handed nothing in gets a row with 0 and 'no submission'",
+    )
+    grade_cmd.add_argument(
+        "--deadline",
+        metavar="TIME",
+        help="ISO date and time with its time zone (e.g. 2026-12-01T23:59+01:00): work handed in later "
+        "(nbgrader's submission time) is late",
+    )
+    grade_cmd.add_argument(
+        "--late-penalty",
+        metavar="POLICY",
+        default="flag",
+        help=f"what late work loses: {late.POLICY_HELP} (default: flag)",
+    )
+    grade_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="grade into an OUT_DIR whose gradebook has scores given by hand, losing them (see `regrade`)",
+    )
+    grade_cmd.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="run the notebooks without the bubblewrap sandbox: they can then read the "
         "hidden tests and change the gradebook (only for notebooks you trust)",
+    )
+
+    finalize_cmd = commands.add_parser(
+        "finalize",
+        help="after grading by hand: rewrite grades.csv and the feedback with the manual scores, and write "
+        "the exports (lms.csv, feedback.zip)",
+    )
+    finalize_cmd.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of `grade` (its --out)")
+    finalize_cmd.add_argument(
+        "--release",
+        action="store_true",
+        help="also release the feedback through the nbgrader exchange the class was collected from "
+        "(students run `nbgrader fetch_feedback`)",
+    )
+    finalize_cmd.add_argument(
+        "--allow-ungraded",
+        action="store_true",
+        help="write lms.csv (and release) even with answers still to grade by hand; they count 0",
+    )
+
+    regrade_cmd = commands.add_parser(
+        "regrade",
+        help="grade again after a fix to the exercise (or a regrade request), keeping the scores given by "
+        "hand; prints what changed, then finalizes",
+    )
+    regrade_cmd.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of `grade` (its --out)")
+    regrade_cmd.add_argument(
+        "--student", action="append", metavar="ID", help="only this student (repeat for several; default: all)"
+    )
+    regrade_cmd.add_argument(
+        "--task",
+        action="append",
+        metavar="CELL",
+        help="take the new automatic score of this graded cell only (repeat for several; default: every cell)",
+    )
+    regrade_cmd.add_argument("--workers", type=int, default=None, metavar="N", help="as for grade")
+
+    distribute_cmd = commands.add_parser(
+        "distribute", help="build what students receive: the course without solutions, hidden tests or grader"
+    )
+    distribute_cmd.add_argument(
+        "dest", metavar="DEST", help="a new or empty folder outside the repository (with --archive: the .tar.gz)"
+    )
+    distribute_cmd.add_argument(
+        "--archive", action="store_true", help="write a reproducible DEST.tar.gz instead of a folder"
     )
 
     formgrader_cmd = commands.add_parser(
@@ -121,6 +190,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "release":
             for folder in release(args.assignments, args.release_dir):
                 print(f"released {folder}")
+        elif args.command == "finalize":
+            from .batch.finalize import finalize, report
+
+            return report(
+                finalize(args.out_dir, release=args.release, allow_ungraded=args.allow_ungraded), args.out_dir
+            )
+        elif args.command == "regrade":
+            from .batch.finalize import report
+            from .batch.regrade import regrade
+
+            _, finalized = regrade(args.out_dir, students=args.student, tasks=args.task, workers=args.workers)
+            return report(finalized, args.out_dir)
+        elif args.command == "distribute":
+            from .distribute import build_student_distribution
+
+            print(f"students' distribution: {build_student_distribution(args.dest, archive=args.archive)}")
         elif args.command == "formgrader":
             from .formgrader import serve as serve_formgrader  # imports Jupyter's server: only here
 
@@ -140,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                 held_out_seed=args.held_out_seed,
                 engine=args.engine,
                 scheduler=args.scheduler,
+                roster=args.roster,
+                deadline=args.deadline,
+                late_penalty=args.late_penalty,
+                force=args.force,
             )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -21,7 +21,8 @@ FIRST_PARTY = {
     "hostile",
     "hostile_held_out",
     "conftest",
-    "test_grading",  # its class-making helpers, which test_grading_cluster shares
+    "test_grading",  # its class-making helpers, which test_grading_cluster and test_grading_evening share
+    "test_formgrader",  # its hostile notebook, which test_grading_evening hands in
 }
 
 

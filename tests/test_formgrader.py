@@ -1,11 +1,12 @@
 """nbgrader's formgrader works on the grader's output, seen through headless Chromium.
 
-A class of one student hands in lesson 01's exercise untouched except for the written answer
-(graded by hand). After ``grade``, ``python -m autograder formgrader OUT --port N --no-browser``
-starts the formgrader; Chromium then finds the assignment listed, follows the manual-grading
-pages to the student's submission and sees the answer there. Stopping the command must leave
-no process behind. About 70 s on two cores; needs Chromium (``bash run.sh setup`` installs
-it) and the cached test-scale data (MLHEP_DATA_DIR).
+One student of the class hands in lesson 01's exercise untouched except for the written answer
+(graded by hand); another's notebook is full of script. After ``grade``,
+``python -m autograder formgrader OUT --port N --no-browser`` starts the formgrader; Chromium then
+finds the assignment listed, follows the manual-grading pages to the student's submission and sees
+the answer there; a score and a comment typed there reach the gradebook. Stopping the command must
+leave no process behind. About 70 s on two cores; needs Chromium (``bash run.sh setup`` installs it)
+and the cached test-scale data (MLHEP_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from autograder.course import EXERCISES_DIR, REPO_ROOT
 from autograder.formgrader import free_port
 from autograder.pages import FEEDBACK_CSP
 
-from browser import dump_dom, needs_chromium
+from browser import dump_dom, enter_manual_grades, needs_chromium
 
 pytestmark = pytest.mark.grading
 
@@ -297,6 +298,43 @@ def test_the_server_exposes_only_what_grading_needs(formgrader):
         urllib.request.Request(f"{base}/formgrader", headers={"Authorization": f"token {token}"}), timeout=30
     ).headers
     assert "object-src 'none'" in headers.get("Content-Security-Policy", ""), headers
+
+
+def hand_grading(out_dir: Path, student: str, grade_id: str) -> tuple[float | None, float, str | None]:
+    """The score a person gave ``student``'s cell ``grade_id``, its points, and the comment on it."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out_dir / 'nbgrader' / 'gradebook.db'}", course_id="mlhep") as gradebook:
+        grade = gradebook.find_grade(grade_id, ASSIGNMENT, ASSIGNMENT, student)
+        comment = gradebook.find_comment(grade_id, ASSIGNMENT, ASSIGNMENT, student)
+        return grade.manual_score, grade.max_score, comment.manual_comment
+
+
+@needs_chromium
+def test_a_ta_enters_a_score_and_a_comment(formgrader, graded_class, browser_profile):
+    url, _, _ = formgrader
+    before = gradebook_scores(graded_class)
+    manual_score, max_score, manual_comment = hand_grading(graded_class, STUDENT, WRITTEN_ANSWER_ID)
+    assert manual_score is None and manual_comment is None, "the written answer was graded before the TA"
+    score = max_score * 3 / 4  # neither full nor no credit, and not a whole number
+    comment = "Right: QCD-like jets are reconstructed well, so their loss is low — see *lesson 01*."
+
+    enter_manual_grades(
+        url,
+        browser_profile,
+        ASSIGNMENT,
+        ASSIGNMENT,
+        STUDENT,
+        {WRITTEN_ANSWER_ID: score},
+        {WRITTEN_ANSWER_ID: comment},
+    )
+
+    assert hand_grading(graded_class, STUDENT, WRITTEN_ANSWER_ID) == (score, max_score, comment)
+    expected = sorted(
+        (student, name, score if (student, name) == (STUDENT, WRITTEN_ANSWER_ID) else old, points)
+        for student, name, old, points in before
+    )
+    assert gradebook_scores(graded_class) == expected, "grades other than the one typed changed"
 
 
 @needs_chromium

@@ -155,8 +155,12 @@ def read_csv(path: Path) -> dict[str, dict]:
             "score",
             "max_score",
             "to_grade_by_hand",
+            "late_penalty",
+            "submitted_at",
+            "late_by",
             "status",
             "reason",
+            "comments",
         ]
         return {row["student"]: row for row in reader}
 

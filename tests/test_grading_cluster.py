@@ -46,7 +46,21 @@ found = glob.glob("/tmp/mlhep-grading-*/out/nbgrader/gradebook.db")
 found += glob.glob("/tmp/pytest-of-*/*/*/out/nbgrader/gradebook.db")
 assert not found, f"A GRADEBOOK IS IN SIGHT: {found}"
 """
-ROW_FIELDS = ("score", "max_score", "to_grade_by_hand", "status", "reason")
+ROW_FIELDS = (
+    "score",
+    "max_score",
+    "to_grade_by_hand",
+    "late_penalty",
+    "submitted_at",
+    "late_by",
+    "status",
+    "reason",
+)
+# The class's deadline, and a copy of the reference handed in 1 day and 10 hours after it (nbgrader's
+# collect keeps the time in timestamp.txt): two started days of 25%.
+DEADLINE = "2026-01-01T00:00Z"
+LATE_TIME = "2026-01-02 10:00:00.000000 UTC"
+LATE_OPTIONS = {"deadline": DEADLINE, "late_penalty": "25%/day"}
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +73,23 @@ def graded(tmp_path_factory):
     (solution,) = sorted((SOLUTIONS_DIR / LESSON).glob("*.ipynb"))
     last = [meta["grade_id"] for _, meta in nbgrader_cells(solution) if meta.get("solution")][-1]
     add_student(submissions, "snoop", broken_copy(solution, last, SNOOP), solution.name)
+    add_student(submissions, "late_reference", solution.read_text(), solution.name)
+    (submissions / "late_reference" / "timestamp.txt").write_text(LATE_TIME)
+    roster = submissions.parent / "roster.txt"
+    roster.write_text("\n".join(sorted(folder.name for folder in submissions.iterdir()) + ["absent"]) + "\n")
     results = {}
     for name, options in ENGINES.items():
         out_dir = tmp_path_factory.mktemp(name) / "out"
         start = time.perf_counter()
         rows = grade(
-            LESSON, submissions, out_dir, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT, **options
+            LESSON,
+            submissions,
+            out_dir,
+            cell_timeout=CELL_TIMEOUT,
+            notebook_timeout=NOTEBOOK_TIMEOUT,
+            roster=roster,
+            **LATE_OPTIONS,
+            **options,
         )
         print(f"\n{name}: {time.perf_counter() - start:.1f} s")
         results[name] = ({row["student"]: row for row in rows}, out_dir)
@@ -105,6 +130,10 @@ def test_same_rows_as_the_pool(graded, engine):
     )
     assert rows["invalid_json"]["status"] == "failed"
     assert rows["snoop"]["status"] == "graded" and rows["snoop"]["score"] == rows["snoop"]["max_score"]
+    late = rows["late_reference"]
+    assert late["late_by"] == "1 d 10 h" and late["submitted_at"] == "2026-01-02T10:00:00Z", late
+    assert late["late_penalty"] == 0.5 * late["max_score"] and late["score"] == 0.5 * late["max_score"], late
+    assert rows["absent"]["status"] == "missing" and rows["absent"]["reason"] == "no submission"
 
 
 @pytest.mark.parametrize("engine", [name for name in ENGINES if name != "pool"])

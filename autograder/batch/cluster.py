@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from .. import sandbox
 from ..course import SOLUTIONS_DIR, UsageError
+from . import late
 from .private_course import gradebook
 from .submissions import MAX_FEEDBACK_BYTES, MAX_NOTEBOOK_BYTES, read_regular_file
 
@@ -105,6 +106,8 @@ class CourseBundle:
     code_digest: str
     source_files: dict[str, bytes] = field(repr=False)
     held_out_files: dict[str, bytes] = field(repr=False)
+    deadline: str | None = None
+    late_penalty: str = "flag"
 
 
 def course_code_digest() -> str:
@@ -172,6 +175,8 @@ def make_bundle(run, held_out: dict | None) -> CourseBundle:
         code_digest=course_code_digest(),
         source_files=read_tree(SOLUTIONS_DIR / run.assignment),
         held_out_files=held_out_files,
+        deadline=run.deadline,
+        late_penalty=run.late_penalty,
     )
 
 
@@ -279,10 +284,21 @@ class WorkerCourse:
             limits=bundle.limits,
             held_out_seed=bundle.held_out_seed,
             environment=bundle.environment,
+            deadline=bundle.deadline,
+            late_penalty=bundle.late_penalty,
         )
+        run.due = late.parse_deadline(bundle.deadline) if bundle.deadline else None
         (run.out_dir / "logs").mkdir(parents=True)
-        make_course(run.course, bundle.assignment, bundle.cell_timeout, bundle.sandboxed, held_out, source)
-        run.max_score = generate_assignment(run.course, bundle.assignment)
+        make_course(
+            run.course,
+            bundle.assignment,
+            bundle.cell_timeout,
+            bundle.sandboxed,
+            held_out,
+            source,
+            late_penalty=bundle.late_penalty,
+        )
+        run.max_score = generate_assignment(run.course, bundle.assignment, run.due)
         return run
 
     @contextlib.contextmanager
@@ -503,9 +519,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def submission_files(run, student: str) -> dict[str, bytes]:
-    """The notebooks of ``student`` the client copied into its course (checked there), to send."""
+    """The files of ``student`` the client wrote into its course (the checked notebooks, the submission's
+    time and exchange secret), to send."""
     folder = run.course / "submitted" / student / run.assignment
-    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.ipynb"))}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
 def check_workers(dask_client, bundle: CourseBundle) -> int:

@@ -4,6 +4,7 @@ the grader's own steps in nbgrader's place), a copy of the assignment's source, 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import shutil
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ from nbgrader.api import Gradebook
 
 from .. import sandbox
 from ..course import COURSE_CONFIG, SOLUTIONS_DIR, AutograderError, nbgrader_api
+from . import late
 
 COURSE_ID = "mlhep"  # as in the repository's nbgrader_config.py
 GRADEBOOK_LOCK_TIMEOUT = 120  # seconds a worker waits for another's write to the gradebook
@@ -83,12 +85,14 @@ def make_course(
     sandboxed: bool = True,
     held_out: dict | None = None,
     source: Path | None = None,
+    late_penalty: str = "flag",
 ) -> Path:
     """Create the private nbgrader course at ``root`` with a copy of the assignment's source.
 
     ``held_out``: the run's held-out samples (:func:`prepare_held_out`); None for an assignment
     whose tests use none. ``source``: the folder of the assignment's source (default: its folder of
-    ``solutions/``; a Dask worker's copy of the client's)."""
+    ``solutions/``; a Dask worker's copy of the client's). ``late_penalty``: the policy for late work
+    (:mod:`.late`)."""
     shutil.copytree(
         SOLUTIONS_DIR / assignment if source is None else source,
         root / "source" / assignment,
@@ -107,6 +111,7 @@ def make_course(
     if sandboxed:
         # Whatever kernel a submitted notebook asks for, it runs on the sandboxed one.
         config += f"\nc.TrustedExecute.kernel_name = {sandbox.KERNEL_NAME!r}\n"
+    config += late.policy_config(late_penalty)
     (root / "nbgrader_config.py").write_text(config)
     create_gradebook(root)
     return root
@@ -143,8 +148,9 @@ def gradebook_url(course: Path) -> str:
     return f"sqlite:///{course / 'gradebook.db'}?timeout={GRADEBOOK_LOCK_TIMEOUT}"
 
 
-def generate_assignment(course: Path, assignment: str) -> float:
-    """Record the assignment, its test cells and hidden tests in the gradebook; its max score.
+def generate_assignment(course: Path, assignment: str, deadline: datetime.datetime | None = None) -> float:
+    """Record the assignment, its test cells and hidden tests in the gradebook, with ``deadline`` (naive
+    UTC) as its due date; its max score.
 
     nbgrader's API runs in this process: it reads only the assignment's source, and a new
     nbgrader process would spend seconds importing it again.
@@ -156,4 +162,5 @@ def generate_assignment(course: Path, assignment: str) -> float:
     if not result.get("success"):
         raise AutograderError(f"nbgrader generate_assignment failed for {assignment}:\n{output}")
     with gradebook(course) as gb:
+        gb.update_or_create_assignment(assignment, duedate=deadline)
         return gb.find_assignment(assignment).max_score

@@ -42,10 +42,21 @@ from ..course import (
     kill_tree,
     notebook_names,
 )
+from . import late
 from .diagnose import describe_notebook, explain_failure
 from .held_out import HELD_OUT_RECORD, prepare_held_out
 from .private_course import generate_assignment, gradebook, make_course
-from .submissions import MAX_FEEDBACK_BYTES, copy_submission, find_students, read_regular_file
+from .results import student_result
+from .submissions import (
+    MAX_FEEDBACK_BYTES,
+    copy_submission,
+    exchange_inbound,
+    exchange_timestamp,
+    find_students,
+    read_regular_file,
+    read_roster,
+    submission_folder,
+)
 from .worker import ADDRESS_SPACE_VARIABLE, PARENT_VARIABLE
 
 #: Address space of a grading worker (see autograder.batch.worker). Measured while the hostile classes
@@ -55,7 +66,26 @@ from .worker import ADDRESS_SPACE_VARIABLE, PARENT_VARIABLE
 WORKER_ADDRESS_SPACE = 4 * 2**30
 # to_grade_by_hand: points of cells (e.g. written answers) that wait for a person in the formgrader;
 # until then they count 0 in `score`.
-COLUMNS = ["student", "assignment", "score", "max_score", "to_grade_by_hand", "status", "reason"]
+# late_penalty: points taken for late work (already out of `score`); submitted_at: the exchange's time
+# (UTC); late_by: how late, in words; comments: the comments given by hand, cell by cell.
+COLUMNS = [
+    "student",
+    "assignment",
+    "score",
+    "max_score",
+    "to_grade_by_hand",
+    "late_penalty",
+    "submitted_at",
+    "late_by",
+    "status",
+    "reason",
+    "comments",
+]
+#: The status of a student on the roster who handed nothing in.
+MISSING = "missing"
+NO_SUBMISSION = "no submission"
+#: The run's settings and every student's status, for `finalize` and `regrade` (OUT/grading.json).
+RUN_RECORD = "grading.json"
 #: Starts the reason of a student whom the grader itself failed (not their notebook): the run is
 #: then incomplete, and the command says so and exits with an error after writing grades.csv.
 GRADER_ERROR = "not graded, because of an error in the grader"
@@ -91,7 +121,21 @@ class GradingRun:
             (default: ``$MLHEP_DASK_SCHEDULER``, if set and the engine is not ``"pool"``).
         environment: variables set (a string) or removed (None) for the grading processes, on top of
             this process's environment (a Dask worker's grading processes get the client's values).
+        roster: the class list (:func:`~autograder.batch.submissions.read_roster`): a student on it with no
+            submission gets a row with 0 and "no submission"; one not on it is graded, with a remark.
+        deadline: ISO date and time with its time zone; work handed in later is late (its time: see
+            :mod:`.late`), and ``late_penalty`` applies.
+        late_penalty: ``"flag"`` (late work is marked only), ``"zero"``, or a percentage per started day,
+            e.g. ``"10%/day"``.
+        only_students: grade these of the class only (a regrade, :mod:`.regrade`).
+        earlier_remarks: for a regrade of the grader's own copies of the submissions (:mod:`.regrade`): the
+            remarks each student's submission got when it was first graded (its time, the roster), kept.
+        force: grade into an output folder whose gradebook holds scores given by hand, losing them.
     """
+
+    def __post_init__(self) -> None:
+        self.submission_remarks: dict[str, list[str]] = {}  # per student, found when their files were copied
+        self.skipped: list[str] = []  # folders that are no student's submission
 
     assignment: str
     submissions_dir: Path
@@ -105,6 +149,12 @@ class GradingRun:
     engine: str | None = None
     scheduler: str | None = None
     environment: dict[str, str | None] | None = None
+    roster: Path | None = None
+    deadline: str | None = None
+    late_penalty: str = "flag"
+    only_students: list[str] | None = None
+    earlier_remarks: dict[str, list[str]] | None = None
+    force: bool = False
     max_score: float = 0.0  # the assignment's, once the private course has it
 
     @property
@@ -141,6 +191,9 @@ class GradingRun:
                     "to grade notebooks you trust without a sandbox, pass --unsafe-no-sandbox"
                 )
             self.limits = sandbox.Limits() if self.limits is None else self.limits
+        self.late_penalty = late.check_policy(self.late_penalty)
+        self.due = late.parse_deadline(self.deadline) if self.deadline else None
+        self.roster_ids = read_roster(Path(self.roster)) if self.roster else None
 
     def row(self, student: str, **values) -> dict:
         """A row of grades.csv for ``student``: nothing scored yet, then ``values``."""
@@ -150,12 +203,21 @@ class GradingRun:
             "score": 0.0,
             "max_score": self.max_score,
             "to_grade_by_hand": 0.0,
+            "late_penalty": 0.0,
+            "submitted_at": "",
+            "late_by": "",
+            "status": "",
+            "reason": "",
+            "comments": "",
             **values,
         }
 
 
-def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **options) -> list[dict]:
+def grade(
+    assignment: str, submissions_dir: str | Path, out_dir: str | Path, announce: bool = True, **options
+) -> list[dict]:
     """Autograde every student's submission of ``assignment``; ``options``: those of :class:`GradingRun`.
+    ``announce``: print the summary for the TA at the end.
 
     Returns:
         One row per student, as written to ``grades.csv`` (keys: see ``COLUMNS``).
@@ -175,20 +237,20 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
             "autograder: WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): the notebooks can "
             "read the hidden tests and change the gradebook"
         )
-    students = find_students(run.submissions_dir, assignment)
-    run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir)
+    students = class_submissions(run)
+    run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir, run.force)
     from data_fetch import DataFetchError  # numpy and the generators: imported here, when a run needs them
 
     try:
         held_out = prepare_held_out(assignment, run.out_dir, run.held_out_seed, run.scheduler)
     except DataFetchError as error:  # a scheduler that does not answer, say
         raise UsageError(f"the held-out samples could not be made: {error}") from None
-    make_course(run.course, assignment, run.cell_timeout, run.sandboxed, held_out)
+    make_course(run.course, assignment, run.cell_timeout, run.sandboxed, held_out, late_penalty=run.late_penalty)
     workers = default_workers(run.limits) if run.workers is None else run.workers
     if run.engine == "dask":
         from .cluster import grade_on_dask
 
-        run.max_score = generate_assignment(run.course, assignment)
+        run.max_score = generate_assignment(run.course, assignment, run.due)
         rows, to_grade = copy_submissions(run, students)
         workers = min(workers, max(1, len(to_grade)))
         if to_grade:
@@ -198,22 +260,42 @@ def grade(assignment: str, submissions_dir: str | Path, out_dir: str | Path, **o
         # The workers start first: each takes seconds to import nbgrader, in parallel with the rest.
         pool = [start_worker(run, slot) for slot in range(min(workers, len(students)))]
         try:
-            run.max_score = generate_assignment(run.course, assignment)
+            run.max_score = generate_assignment(run.course, assignment, run.due)
             rows = grade_class(run, students, pool)
         finally:
             for worker in pool:
                 if worker.poll() is None:
                     kill_tree(worker)
     give_feedback(run, [row for row in rows if row["status"] == "graded"])
-
+    rows = add_missing_students(run, rows)
+    write_record(run, rows)
     write_csv(rows, run.out_dir / "grades.csv")
-    print(summary(rows, run.out_dir))
+    if announce:
+        print(summary(rows, run.out_dir))
     check_complete(rows, students, run.out_dir)
     return rows
 
 
-def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
-    """Create ``out_dir``, check that it is writable, and remove an earlier run's outputs."""
+def scores_given_by_hand(database: Path) -> int:
+    """How many scores and comments a person gave in the gradebook ``database`` (0 if there is none)."""
+    import sqlite3
+
+    if not database.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            scores = db.execute("SELECT COUNT(*) FROM grade WHERE manual_score IS NOT NULL").fetchone()[0]
+            comments = db.execute(
+                "SELECT COUNT(*) FROM comment WHERE manual_comment IS NOT NULL AND manual_comment != ''"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0  # not a gradebook this grader wrote: nothing of a person's to keep
+    return scores + comments
+
+
+def prepare_out_dir(out_dir: Path, submissions_dir: Path, force: bool = False) -> Path:
+    """Create ``out_dir``, check that it is writable, and remove an earlier run's outputs (not the scores a
+    person gave in its gradebook, unless ``force``)."""
     out_dir = out_dir.resolve()
     for protected in (submissions_dir.resolve(), SOLUTIONS_DIR, EXERCISES_DIR):
         if out_dir == protected or protected in out_dir.parents:
@@ -224,9 +306,15 @@ def prepare_out_dir(out_dir: Path, submissions_dir: Path) -> Path:
             pass
     except OSError as error:
         raise UsageError(f"cannot write to the output folder {out_dir}: {error.strerror or error}") from None
-    for old in ("nbgrader", "feedback", "logs"):
+    if not force and (given := scores_given_by_hand(out_dir / "nbgrader" / "gradebook.db")):
+        raise UsageError(
+            f"{out_dir} holds {given} scores or comments given by hand in the formgrader, which grading afresh "
+            f"would lose: to grade again keeping them, run `python -m autograder regrade {out_dir}`; to grade "
+            "into a new folder, give another --out; to start over and lose them, add --force"
+        )
+    for old in ("nbgrader", "feedback", "logs", "regrades", ".regrade", *map(str, out_dir.glob(".finalize-*"))):
         shutil.rmtree(out_dir / old, ignore_errors=True)
-    for old in ("grades.csv", HELD_OUT_RECORD):
+    for old in ("grades.csv", HELD_OUT_RECORD, RUN_RECORD, "lms.csv", "feedback.zip", ".finalize-moving"):
         (out_dir / old).unlink(missing_ok=True)
     (out_dir / "logs").mkdir()
     return out_dir
@@ -313,12 +401,97 @@ def copy_submissions(run: GradingRun, students: dict[str, Path]) -> tuple[dict[s
     to_grade = []
     for student, folder in sorted(students.items()):
         submitted = run.course / "submitted" / student / run.assignment
-        problems = copy_submission(folder, submitted, run.assignment)
+        notebooks_folder = submission_folder(folder, run.assignment)  # once: copied and checked alike
+        problems = copy_submission(folder, submitted, run.assignment, notebooks_folder)
+        if run.earlier_remarks is None:
+            problems += record_submission_time(run, folder, notebooks_folder, submitted)
+            if run.roster_ids is not None and student not in run.roster_ids:
+                same = [name for name in run.roster_ids if name.casefold() == student.casefold()]
+                problems.append("not on the roster" + (f" (the roster has {same[0]!r})" if same else ""))
+        else:  # a regrade of the grader's own copies: the time and remarks found when they were handed in
+            (submitted / late.TIMESTAMP_FILE).unlink(missing_ok=True)
+            if (notebooks_folder / late.TIMESTAMP_FILE).is_file():
+                shutil.copyfile(notebooks_folder / late.TIMESTAMP_FILE, submitted / late.TIMESTAMP_FILE)
+            earlier = run.earlier_remarks.get(student, [])
+            problems = earlier + [problem for problem in problems if problem not in earlier]
+        run.submission_remarks[student] = problems
         if any(submitted.glob("*.ipynb")):
             to_grade.append((student, problems))
         else:
             rows[student] = run.row(student, status="failed", reason="; ".join(problems))
     return rows, to_grade
+
+
+def class_submissions(run: GradingRun) -> dict[str, Path]:
+    """Student id -> submission folder of the students to grade (all, or ``run.only_students``)."""
+    if run.only_students is not None and not run.only_students:
+        raise UsageError("no students named to grade")
+    skipped: list[str] = []
+    students = find_students(run.submissions_dir, run.assignment, skipped)
+    if skipped:
+        run.skipped = skipped
+        print(f"autograder: SKIPPED {len(skipped)} folders of {run.submissions_dir}:\n  " + "\n  ".join(skipped))
+    if run.only_students is None:
+        return students
+    unknown = sorted(set(run.only_students) - set(students) - set(run.roster_ids or ()))
+    if unknown:
+        raise UsageError(f"no submission of {', '.join(unknown[:5])} in {run.submissions_dir}")
+    return {student: folder for student, folder in students.items() if student in run.only_students}
+
+
+def record_submission_time(run: GradingRun, folder: Path, notebooks_folder: Path, submitted: Path) -> list[str]:
+    """Write when the student handed in to ``timestamp.txt`` of their submission in the private course,
+    where nbgrader reads it (see :mod:`.late`); what a TA should know about that time."""
+    from_exchange = exchange_inbound(run.submissions_dir) is not None
+    time = late.submission_time(
+        notebooks_folder,
+        exchange_timestamp(folder) if from_exchange else None,
+        run.due,
+        [notebooks_folder / name for name in notebook_names(run.assignment)],
+        from_exchange=from_exchange,
+    )
+    if time.moment is not None:
+        (submitted / late.TIMESTAMP_FILE).write_text(late.format_utc(time.moment))
+    return time.remarks
+
+
+def add_missing_students(run: GradingRun, rows: list[dict]) -> list[dict]:
+    """The rows, with a row of 0 and "no submission" for each student on the roster who handed nothing in."""
+    if run.roster_ids is None:
+        return rows
+    have = {row["student"] for row in rows}
+    wanted = run.roster_ids if run.only_students is None else [s for s in run.roster_ids if s in run.only_students]
+    missing = [run.row(student, status=MISSING, reason=NO_SUBMISSION) for student in wanted if student not in have]
+    return sorted(rows + missing, key=lambda row: row["student"])
+
+
+def write_record(run: GradingRun, rows: list[dict]) -> None:
+    """OUT/grading.json: how the class was graded and each student's status, for finalize and regrade."""
+    record = {
+        "assignment": run.assignment,
+        "submissions_dir": str(run.submissions_dir.resolve()),
+        "exchange": exchange_inbound(run.submissions_dir.resolve()) is not None,
+        "options": {
+            "cell_timeout": run.cell_timeout,
+            "notebook_timeout": run.notebook_timeout,
+            "sandboxed": run.sandboxed,
+            "memory_bytes": run.limits.memory_bytes if run.limits else None,
+            "roster": str(Path(run.roster).resolve()) if run.roster else None,
+            "deadline": run.deadline,
+            "late_penalty": run.late_penalty,
+        },
+        "max_score": run.max_score,
+        "students": {
+            row["student"]: {key: row[key] for key in ("status", "reason", "submitted_at", "late_by")}
+            | {"submission_remarks": run.submission_remarks.get(row["student"], [])}
+            for row in rows
+        },
+        "skipped": run.skipped,
+    }
+    path = run.out_dir / RUN_RECORD
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    partial.replace(path)
 
 
 def complete_rows(run: GradingRun, students: dict[str, Path], rows: dict[str, dict]) -> list[dict]:
@@ -456,28 +629,21 @@ def grade_in_worker(
         shutil.rmtree(run.course / "autograded" / student, ignore_errors=True)
         return worker, run.row(student, status="failed", reason="; ".join(problems + [failure]))
 
-    score, by_hand, messages = read_results(run, student)
-    return worker, run.row(
-        student, score=score, to_grade_by_hand=by_hand, status="graded", reason="; ".join(problems + messages)
-    )
+    values, messages = read_results(run, student)
+    return worker, run.row(student, **values, status="graded", reason="; ".join(problems + messages))
 
 
 # --- Results ----------------------------------------------------------------------------------
 
 
-def read_results(run: GradingRun, student: str) -> tuple[float, float, list[str]]:
-    """The student's score, the points still to grade by hand, and what went wrong."""
+def read_results(run: GradingRun, student: str) -> tuple[dict, list[str]]:
+    """The student's columns of grades.csv (score, points still to grade by hand, lateness), and what
+    went wrong."""
     several = len(notebook_names(run.assignment)) > 1
     messages = []
     with gradebook(run.course) as gb:
+        values = student_result(gb, run.assignment, student).row_values()
         submission = gb.find_submission(run.assignment, student)
-        score = submission.score
-        by_hand = sum(
-            grade.max_score
-            for notebook in submission.notebooks
-            for grade in notebook.grades
-            if grade.needs_manual_grade
-        )
         for notebook in submission.notebooks:
             path = run.course / "autograded" / student / run.assignment / f"{notebook.name}.ipynb"
             if not path.exists():
@@ -487,7 +653,7 @@ def read_results(run: GradingRun, student: str) -> tuple[float, float, list[str]
             }
             label = f"{notebook.name}.ipynb: " if several else ""
             messages += describe_notebook(path, scores, run.cell_timeout, label)
-    return score, by_hand, messages
+    return values, messages
 
 
 def give_feedback(run: GradingRun, rows: list[dict]) -> None:
@@ -535,7 +701,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(spreadsheet_safe(row) for row in rows)
+
+
+def spreadsheet_safe(row: dict) -> dict:
+    """``row`` with every text that a spreadsheet would take for a formula (``= + - @``, a tab or a carriage
+    return first: a reason quoting a student's error message, say) preceded by an apostrophe."""
+    return {
+        key: "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+        for key, value in row.items()
+    }
 
 
 def summary(rows: list[dict], out_dir: Path) -> str:
@@ -551,6 +726,15 @@ def summary(rows: list[dict], out_dir: Path) -> str:
         # Group by the first reason, so that 30 times the same problem reads as one line.
         causes = Counter(row["reason"].split("; ")[0] for row in failed)
         lines += [f"  {count} x {cause}" for cause, count in causes.most_common()]
+    if missing := [row["student"] for row in rows if row["status"] == MISSING]:
+        lines.append(f"No submission from {len(missing)} students on the roster: {', '.join(missing[:10])}")
+    if late_rows := [row for row in rows if row["late_by"]]:
+        lines.append(f"Late: {len(late_rows)} ({', '.join(row['student'] for row in late_rows[:10])})")
+    if by_hand := [row for row in graded if float(row["to_grade_by_hand"]) > 0]:
+        lines.append(
+            f"{len(by_hand)} students have answers to grade by hand: `python -m autograder formgrader "
+            f"{out_dir}`, then `python -m autograder finalize {out_dir}`"
+        )
     lines.append(f"Grades:   {out_dir / 'grades.csv'}")
     lines.append(f"Feedback: {out_dir / 'feedback'}/<student>/")
     lines.append(f"Logs:     {out_dir / 'logs'}/<student>.log")

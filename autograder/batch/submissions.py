@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import datetime
 import errno
 import os
+import pwd
 import re
 import stat
 from collections.abc import Sequence
@@ -14,46 +17,139 @@ import nbformat
 from ..course import SOLUTIONS_DIR, UsageError, notebook_names
 from .diagnose import notebook_problem
 
+#: What a student id may be: letters, digits and ``_ . @ -``, starting with a letter, digit or ``_``. It
+#: names folders of the private course and nbgrader's globs (no ``..``, ``*``, ``,`` or spaces), and a
+#: cell of the CSV files a TA opens in a spreadsheet (no leading ``= + - @``).
+VALID_STUDENT_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$")
 
-def find_students(submissions_dir: Path, assignment: str | None = None) -> dict[str, Path]:
+
+def find_students(
+    submissions_dir: Path, assignment: str | None = None, skipped: list[str] | None = None
+) -> dict[str, Path]:
     """Student id -> folder with their submission.
 
     ``submissions_dir`` is either one folder per student (named by the student id; hidden
     folders skipped), or nbgrader's exchange: its root, a course in it or that course's
     ``inbound/`` folder, whose ``STUDENT+ASSIGNMENT+TIMESTAMP[+...]`` folders hold what students
     submitted with ``nbgrader submit``. From the exchange, each student's latest submission of
-    ``assignment`` is graded.
+    ``assignment`` is graded, by the time in its name (or, where that cannot be read, when the
+    folder last changed).
 
     Which of the two a folder is depends on the folders the grader is given, never on what one
     student's folder holds: a course is a folder holding nothing but nbgrader's ``inbound``,
     ``outbound`` and ``feedback``, and an exchange root one holding nothing but courses. A student
     folder with an ``inbound`` of its own is one student among the others.
+
+    A folder whose name is no student id (:data:`VALID_STUDENT_ID`), or which a student handed in
+    under another's name (see :func:`handed_in_by`), is left out, and described in ``skipped``.
     """
+    skipped = [] if skipped is None else skipped
     if not submissions_dir.is_dir():
         raise UsageError(f"the submissions folder {submissions_dir} does not exist")
     inbound = exchange_inbound(submissions_dir)
     if inbound is not None:
-        latest: dict[str, tuple[str, Path]] = {}
-        for folder in inbound.iterdir():
+        from .late import parse_recorded_time
+
+        latest: dict[str, tuple[datetime.datetime, Path]] = {}
+        for folder in sorted(inbound.iterdir()):
             match = EXCHANGE_SUBMISSION.match(folder.name)
-            if folder.is_dir() and match and match["assignment"] == assignment:
-                student, timestamp = match["student"], match["timestamp"]
-                if student not in latest or timestamp > latest[student][0]:
-                    latest[student] = (timestamp, folder)
+            if not (folder.is_dir() and not folder.is_symlink() and match and match["assignment"] == assignment):
+                continue
+            student = match["student"]
+            if not VALID_STUDENT_ID.match(student):
+                skipped.append(f"{folder.name!r}: {student!r} is not a student id")
+                continue
+            if other := handed_in_by_someone_else(folder, student):
+                skipped.append(f"{folder.name!r}: handed in by {other}, not by {student}")
+                continue
+            moment = parse_recorded_time(match["timestamp"]) or changed_at(folder)
+            if student not in latest or moment > latest[student][0]:
+                latest[student] = (moment, folder)
         if not latest:
             raise UsageError(f"the exchange folder {inbound} has no submissions of {assignment}")
-        return {student: folder for student, (_, folder) in latest.items()}
-    students = {
-        folder.name: folder
-        for folder in submissions_dir.iterdir()
-        if folder.is_dir() and not folder.name.startswith(".")
-    }
+        return {student: folder for student, (_, folder) in sorted(latest.items())}
+    students = {}
+    for folder in sorted(submissions_dir.iterdir()):
+        if folder.is_dir() and not folder.name.startswith("."):
+            if VALID_STUDENT_ID.match(folder.name):
+                students[folder.name] = folder
+            else:
+                skipped.append(f"{folder.name!r}: not a student id")
     if not students:
         raise UsageError(
             f"the submissions folder {submissions_dir} has no student folders "
             "(expected one folder per student, named by the student id)"
         )
     return students
+
+
+def changed_at(folder: Path) -> datetime.datetime:
+    """When ``folder`` last changed (its ctime, naive UTC): a time its owner cannot set back."""
+    return datetime.datetime.fromtimestamp(os.lstat(folder).st_ctime, datetime.UTC).replace(tzinfo=None)
+
+
+def handed_in_by_someone_else(folder: Path, student: str) -> str | None:
+    """The user who made an exchange submission under ``student``'s name, if not that student.
+
+    The exchange's inbound folder is writable by every student, so its folder names prove nothing;
+    the folder's owner does, where the student has an account on this machine (nbgrader's own
+    ``collect`` makes the same check). A folder the grader's own account owns (a copy of the exchange)
+    passes, and so does any folder of a student without an account here (a hub whose users share one
+    uid in containers): there is nothing to check it against.
+    """
+    try:
+        expected = pwd.getpwnam(student).pw_uid
+    except KeyError:
+        return None
+    owner = os.lstat(folder).st_uid
+    if owner in (expected, os.getuid()):
+        return None
+    try:
+        return f"user {pwd.getpwuid(owner).pw_name!r}"
+    except KeyError:
+        return f"uid {owner}"
+
+
+def exchange_timestamp(folder: Path) -> str | None:
+    """The time in the name of an exchange submission folder (None for a student's own folder)."""
+    match = EXCHANGE_SUBMISSION.match(folder.name)
+    return match["timestamp"] if match and folder.parent.name == "inbound" else None
+
+
+#: Largest roster accepted (a class of thousands is well under 1 MB).
+MAX_ROSTER_BYTES = 16 * 2**20
+ROSTER_ID_COLUMNS = ("id", "student", "student_id")  # nbgrader's `db student import` reads `id`
+
+
+def read_roster(path: Path) -> list[str]:
+    """The student ids of a class list: a CSV file with an ``id`` (nbgrader's roster), ``student`` or
+    ``student_id`` column, or a text file of one id per line. UsageError if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the roster {path}: {getattr(error, 'strerror', None) or error}") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"the roster {path} lists no students")
+    header = [name.strip().lower() for name in next(csv.reader([lines[0]]))]
+    if len(header) > 1 or header[0] in ROSTER_ID_COLUMNS:
+        column = next((header.index(name) for name in ROSTER_ID_COLUMNS if name in header), None)
+        if column is None:
+            raise UsageError(
+                f"the roster {path} has no column named {' or '.join(ROSTER_ID_COLUMNS)} "
+                f"(its columns: {', '.join(header)}); name the student ids' column `id`, as nbgrader does"
+            )
+        ids = [row[column].strip() for row in csv.reader(lines[1:]) if len(row) > column]
+    else:
+        ids = [line.strip() for line in lines]
+    ids = [student for student in ids if student]
+    bad = [student for student in ids if not VALID_STUDENT_ID.match(student)]
+    if bad:
+        raise UsageError(f"the roster {path} has ids that cannot name a student folder: {', '.join(bad[:5])}")
+    repeated = sorted({student for student in ids if ids.count(student) > 1})
+    if repeated:
+        raise UsageError(f"the roster {path} lists these students more than once: {', '.join(repeated[:5])}")
+    return ids
 
 
 # nbgrader's exchange names a submission STUDENT+ASSIGNMENT+TIMESTAMP, with "+RANDOM" in newer versions;
@@ -171,16 +267,18 @@ def submission_folder(folder: Path, assignment: str) -> Path:
     return folder / assignment
 
 
-def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
+def copy_submission(folder: Path, dest: Path, assignment: str, notebooks_folder: Path | None = None) -> list[str]:
     """Copy the assignment's notebooks from a student's submission to ``dest``.
 
     Only the notebooks are copied, each only if it is a regular file of a sane size, read without
     following links; other files are left out, so nothing but notebooks reaches nbgrader (which
     would copy them on into the feedback). Notebooks nbgrader cannot read are left out too.
-    Returns the problems found, in plain words (an empty list when there are none).
+    ``notebooks_folder``: the folder :func:`submission_folder` chose, if the caller looked already (so that
+    what it checks and what is copied are the same folder). Returns the problems found, in plain words
+    (an empty list when there are none).
     """
     root = folder.parent  # the grader's: the submissions folder or the exchange's inbound
-    folder = submission_folder(folder, assignment)
+    folder = submission_folder(folder, assignment) if notebooks_folder is None else notebooks_folder
     dest.mkdir(parents=True, exist_ok=True)
     problems = []
     names = notebook_names(assignment)
@@ -209,7 +307,30 @@ def copy_submission(folder: Path, dest: Path, assignment: str) -> list[str]:
             problems.append(f"{name} is {problem}" if len(names) > 1 else problem)
         else:
             problems += unmark_unknown_cells(path, SOLUTIONS_DIR / assignment / name)
+    if any(dest.glob("*.ipynb")):  # a submission to grade: its secret names its feedback in the exchange
+        problems += copy_exchange_secret(folder, dest, root)
     return problems
+
+
+SECRET_FILE = "submission_secret.txt"  # written by `nbgrader submit`; names the feedback in the exchange
+VALID_SECRET = re.compile(r"^[0-9a-f]{16,256}$")
+
+
+def copy_exchange_secret(folder: Path, dest: Path, root: Path) -> list[str]:
+    """Copy the secret ``nbgrader submit`` left in an exchange submission, by which nbgrader releases the
+    student's feedback to them alone; a problem for one that is not what nbgrader writes (hex digits)."""
+    try:
+        secret = read_regular_file(folder, SECRET_FILE, 1024, root=root).decode("ascii").strip()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError):
+        secret = ""
+    if not VALID_SECRET.match(secret):
+        return [
+            f"its {SECRET_FILE} is not one nbgrader wrote: its feedback cannot be released through the exchange"
+        ]
+    (dest / SECRET_FILE).write_text(secret)
+    return []
 
 
 def unmark_unknown_cells(path: Path, source: Path) -> list[str]:
