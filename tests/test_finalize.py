@@ -104,7 +104,7 @@ def test_a_backdated_submission_is_flagged(tmp_path):
     old = time.time() - 10 * 365 * 86400
     os.utime(notebook, (old, old))  # the modification time can be set back; the change time cannot
     deadline = datetime.datetime(2021, 1, 1)
-    time_ = late.submission_time(tmp_path, None, deadline, [notebook])
+    time_ = late.submission_time(tmp_path, None, deadline, [notebook], from_exchange=True)
     assert time_.moment == datetime.datetime(2020, 1, 1)
     assert any("after the deadline: check" in remark for remark in time_.remarks), time_.remarks
     # On time for real: nothing to flag.
@@ -309,11 +309,13 @@ def test_grading_afresh_refuses_to_lose_the_scores_given_by_hand(tmp_path):
     out = tmp_path / "out"
     (out / "nbgrader").mkdir(parents=True)
     with sqlite3.connect(out / "nbgrader" / "gradebook.db") as db:
-        db.execute("CREATE TABLE grade (manual_score FLOAT)")
+        db.execute("CREATE TABLE grade (manual_score FLOAT, extra_credit FLOAT)")
         db.execute("CREATE TABLE comment (manual_comment TEXT)")
-        db.execute("INSERT INTO grade VALUES (1.5)")
+        db.execute("INSERT INTO grade VALUES (1.5, NULL)")
+        db.execute("INSERT INTO grade VALUES (NULL, 0.5)")  # extra credit alone is a person's work too
+        db.execute("INSERT INTO grade VALUES (NULL, NULL)")
     db.close()
-    with pytest.raises(UsageError, match="1 scores or comments given by hand.*regrade"):
+    with pytest.raises(UsageError, match="2 scores or comments given by hand.*regrade"):
         prepare_out_dir(out, tmp_path / "submissions")
     assert (out / "nbgrader" / "gradebook.db").exists()
     prepare_out_dir(out, tmp_path / "submissions", force=True)
@@ -329,3 +331,60 @@ def test_one_finalize_at_a_time(tmp_path):
         pass
     with exclusive(tmp_path):  # free again
         pass
+
+
+def test_a_gradebook_that_cannot_be_read_is_kept(tmp_path):
+    out = tmp_path / "out"
+    (out / "nbgrader").mkdir(parents=True)
+    (out / "nbgrader" / "gradebook.db").write_text("not a database")
+    with pytest.raises(UsageError, match="cannot read the gradebook"):
+        prepare_out_dir(out, tmp_path / "submissions")
+    assert (out / "nbgrader" / "gradebook.db").exists()
+
+
+def test_a_trailing_newline_makes_no_student_id(tmp_path):
+    """A regular expression's $ also matches before a final newline: ids are matched whole."""
+    inbound = tmp_path / "mlhep" / "inbound"
+    exchange_folder(inbound, "alice+00_getting_started+2026-12-01 10:00:00.000000 UTC+a")
+    exchange_folder(inbound, "alice\n+00_getting_started+2026-12-01 11:00:00.000000 UTC+b")
+    skipped: list[str] = []
+    assert list(find_students(tmp_path / "mlhep", "00_getting_started", skipped)) == ["alice"]
+    assert len(skipped) == 1 and "is not a student id" in skipped[0]
+    roster = tmp_path / "roster.txt"
+    roster.write_text("id\nalice\n")
+    assert read_roster(roster) == ["alice"]
+
+
+def test_a_late_penalty_needs_a_deadline(tmp_path):
+    from autograder.batch.run import GradingRun
+
+    run = GradingRun("00_getting_started", tmp_path, tmp_path / "out", sandboxed=False, late_penalty="10%/day")
+    with pytest.raises(UsageError, match="needs the deadline"):
+        run.check()
+
+
+def test_the_table_of_changes_shows_an_automatic_score_under_a_manual_one():
+    from autograder.batch.regrade import student_changes
+    from autograder.batch.results import StudentResult
+
+    def result(score: float, points: dict) -> StudentResult:
+        return StudentResult(score=score, late_penalty=0.0, to_grade_by_hand=0.0, waiting=[], points=points)
+
+    before = result(3.0, {"task1": 0.0, "task2": 3.0})
+    after = result(5.0, {"task1": 2.0, "task2": 3.0})
+    # task2's test now fails, but a TA had given it 3 by hand: the table says so, the 3 still counts.
+    rows = student_changes("alice", before, after, {"task1": 0.0, "task2": 3.0}, {"task1": 2.0, "task2": 0.0})
+    assert [(row["cell"], row["before"], row["after"]) for row in rows] == [
+        ("task1", "0", "2"),
+        ("task2", "3", "3"),
+        ("TOTAL", "3", "5"),
+    ]
+    assert rows[1]["note"] == "automatic score 3 -> 0; the score given by hand counts"
+    first = student_changes("bob", None, after, {}, {"task1": 2.0, "task2": 3.0})
+    assert first[-1] == {
+        "student": "bob",
+        "cell": "TOTAL",
+        "before": "",
+        "after": "5",
+        "note": "graded for the first time",
+    }

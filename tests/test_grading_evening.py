@@ -297,6 +297,12 @@ def test_the_lms_file_matches_grades_csv(evening):
     assert lms["missing"]["status"] == "no submission" and float(lms["missing"]["total"]) == 0
 
 
+def test_finalize_tells_the_ta_what_to_check(evening):
+    out = evening["finalized"].stdout
+    assert "CHECK: 1 submissions marked on time changed after the deadline (backdated)" in out, out
+    assert "NOT FINISHED" not in out and "INCOMPLETE" not in out, out
+
+
 def test_finalize_twice_gives_the_same_files(evening):
     assert evening["again"].returncode == 0, evening["again"]
     assert output_digest(evening["out"]) == evening["first"]

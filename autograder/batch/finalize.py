@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -41,7 +41,7 @@ from ..course import AutograderError, UsageError, nbgrader_api
 from . import late
 from .private_course import gradebook
 from .results import student_result
-from .run import COLUMNS, MISSING, RUN_RECORD, spreadsheet_safe, write_csv
+from .run import COLUMNS, GRADER_ERROR, MISSING, RUN_RECORD, spreadsheet_safe, write_csv
 from .submissions import MAX_FEEDBACK_BYTES, SECRET_FILE, exchange_inbound, read_regular_file
 
 LMS_FILE = "lms.csv"
@@ -65,6 +65,9 @@ class Finalized:
     waiting: dict[str, list[str]]
     released: list[str]
     lms_written: bool
+    incomplete: list[str] = field(default_factory=list)  # students the grader itself failed on
+    not_released: dict[str, str] = field(default_factory=dict)  # student -> why their feedback stayed here
+    release_asked: bool = False
 
 
 def read_record(out_dir: Path) -> dict:
@@ -118,7 +121,10 @@ def finalize_locked(out_dir: Path, release: bool, allow_ungraded: bool, progress
 
     rows, points, waiting = read_gradebook(course, assignment, record)
     cells = grade_cells(course, assignment)
-    ready = not waiting or allow_ungraded
+    # A student the grader itself failed on has no result yet: as for answers still to grade by hand,
+    # nothing goes to the LMS or the students until they are graded (or the TA says so).
+    incomplete = [row["student"] for row in rows if GRADER_ERROR in row["reason"]]
+    ready = (not waiting and not incomplete) or allow_ungraded
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=STAGING_PREFIX))
     try:
         graded = [row["student"] for row in rows if row["status"] == "graded"]
@@ -129,21 +135,19 @@ def finalize_locked(out_dir: Path, release: bool, allow_ungraded: bool, progress
         write_csv(rows, staging / "grades.csv")
         write_archive(staging / "feedback", staging / ARCHIVE_FILE)
         if ready:
-            write_lms_csv(rows, points, cells, staging / LMS_FILE)
+            # An LMS knows the students on the roster only: the others stay in grades.csv, with their remark.
+            roster = record.get("roster")
+            on_roster = [row for row in rows if roster is None or row["student"] in roster]
+            write_lms_csv(on_roster, points, cells, staging / LMS_FILE)
         (out_dir / SWAP_MARKER).write_text(json.dumps({"staging": staging.name, "remove_lms": not ready}))
         move_into_place(out_dir, staging, remove_lms=not ready)
     finally:
         if not (out_dir / SWAP_MARKER).exists():  # else the next run finishes the moves from it
             shutil.rmtree(staging, ignore_errors=True)
-    released = []
-    if exchange is not None:
-        if not ready:
-            raise UsageError(
-                f"{len(waiting)} students still have answers to grade by hand ({', '.join(list(waiting)[:5])}): "
-                "grade them in the formgrader first, or release anyway with --allow-ungraded"
-            )
-        released = release_feedback(course, assignment, graded, exchange)
-    return Finalized(rows, waiting, released, ready)
+    finalized = Finalized(rows, waiting, [], ready, incomplete, release_asked=exchange is not None)
+    if exchange is not None and ready:
+        finalized.released, finalized.not_released = release_feedback(course, assignment, graded, exchange)
+    return finalized
 
 
 def read_gradebook(course: Path, assignment: str, record: dict) -> tuple[list[dict], dict, dict[str, list[str]]]:
@@ -328,19 +332,34 @@ def exchange_course(record: dict) -> ExchangeCourse:
     return ExchangeCourse(root=inbound.parent.parent, course_id=inbound.parent.name)
 
 
-def release_feedback(course: Path, assignment: str, students: list[str], exchange: ExchangeCourse) -> list[str]:
+def release_feedback(
+    course: Path, assignment: str, students: list[str], exchange: ExchangeCourse
+) -> tuple[list[str], dict[str, str]]:
     """Release the feedback of ``students`` through the exchange with nbgrader's own ``release_feedback``;
-    the students it went to (those whose submission carried nbgrader's secret, which names their pages)."""
+    the students it went to, and why it did not go to the others.
+
+    The exchange names a page by the secret the student's submission carried, so a submission without
+    one cannot be sent, and neither can two with the same secret (made by hand, or copied from a
+    classmate's folder): whoever holds the secret would fetch the other's page.
+    """
     feedback = course / "feedback"
-    releasable = [
-        student
-        for student in students
-        if (feedback / student / assignment / SECRET_FILE).is_file()
-        and (feedback / student / assignment / late.TIMESTAMP_FILE).is_file()
-    ]
+    secrets: dict[str, str] = {}
+    not_released = {}
+    for student in students:
+        folder = feedback / student / assignment
+        if (folder / SECRET_FILE).is_file() and (folder / late.TIMESTAMP_FILE).is_file():
+            secrets[student] = (folder / SECRET_FILE).read_text().strip()
+        else:
+            not_released[student] = "its submission carried no secret of nbgrader's exchange"
+    shared = {secret for secret in secrets.values() if list(secrets.values()).count(secret) > 1}
+    for student, secret in list(secrets.items()):
+        if secret in shared:
+            not_released[student] = "its exchange secret is another student's too: hand the page out by hand"
+            del secrets[student]
+    releasable = sorted(secrets)
     others = sorted(set(students) - set(releasable))
     if not releasable:
-        return []
+        return [], not_released
     api, config = nbgrader_api(course)
     api.coursedir.course_id = exchange.course_id
     config.Exchange.root = str(exchange.root)  # read by the exchange's app, made with the API as its parent
@@ -352,7 +371,7 @@ def release_feedback(course: Path, assignment: str, students: list[str], exchang
             "nbgrader could not release the feedback through the exchange:\n"
             + (result.get("log", "") + result.get("error", ""))[-2000:]
         )
-    return releasable
+    return releasable, not_released
 
 
 def report(finalized: Finalized, out_dir: str | Path) -> int:
@@ -369,12 +388,38 @@ def report(finalized: Finalized, out_dir: str | Path) -> int:
         print(f"LMS:      {out_dir / LMS_FILE}")
     if finalized.released:
         print(f"Released the feedback of {len(finalized.released)} students through the exchange")
+    for student, why in sorted(finalized.not_released.items()):
+        print(f"Not released to {student}: {why}")
+    flagged = [row["student"] for row in rows if late.CHANGED_AFTER_DEADLINE in row["reason"]]
+    if flagged:
+        print(
+            f"CHECK: {len(flagged)} submissions marked on time changed after the deadline "
+            f"({', '.join(flagged[:10])}); see their reason in grades.csv"
+        )
+    finished = True
+    if finalized.incomplete:
+        finished = False
+        names = ", ".join(finalized.incomplete[:10])
+        print(
+            f"INCOMPLETE: the grader itself failed on {len(finalized.incomplete)} students ({names}): grade them "
+            f"with `python -m autograder regrade {out_dir} --student ID`, then finalize again."
+        )
     if finalized.waiting:
+        finished = False
         names = ", ".join(list(finalized.waiting)[:10])
         print(
-            f"NOT FINISHED: {len(finalized.waiting)} students still have answers to grade by hand ({names}); "
-            + ("they count 0 in lms.csv." if finalized.lms_written else f"{LMS_FILE} waits for them.")
-            + f" Grade them with `python -m autograder formgrader {out_dir}` and finalize again."
+            f"NOT FINISHED: {len(finalized.waiting)} students still have answers to grade by hand ({names}). "
+            f"Grade them with `python -m autograder formgrader {out_dir}` and finalize again."
         )
-        return 0 if finalized.lms_written else 1
+    if not finished:
+        if finalized.lms_written:
+            print(
+                "--allow-ungraded: those count 0 in lms.csv"
+                + (" and the feedback." if finalized.release_asked else ".")
+            )
+            return 0
+        print(
+            f"{LMS_FILE} was not written" + (" and nothing was released" if finalized.release_asked else "") + "."
+        )
+        return 1
     return 0

@@ -27,6 +27,8 @@ from traitlets import Unicode
 
 from ..course import UsageError
 
+#: In the remark of a submission that claims to be on time but changed after the deadline (see the module).
+CHANGED_AFTER_DEADLINE = "after the deadline: check when it was handed in"
 TIMESTAMP_FILE = "timestamp.txt"  # nbgrader's name, in the exchange and in a collected submission
 MAX_TIMESTAMP_BYTES = 200
 #: Timestamps within this many seconds of each other agree (nbgrader writes the same time twice).
@@ -47,7 +49,7 @@ RECORDED_TIME = re.compile(
 
 def parse_recorded_time(text: str) -> datetime.datetime | None:
     """A recorded submission time as naive UTC (no zone: UTC, nbgrader's default); None if it is not one."""
-    match = RECORDED_TIME.match(text.strip())
+    match = RECORDED_TIME.fullmatch(text.strip())
     if not match:
         return None
     zone = match["zone"] or "UTC"
@@ -78,8 +80,8 @@ def parse_deadline(text: str) -> datetime.datetime:
 
 def check_policy(policy: str) -> str:
     """``policy`` if it is one of POLICY_HELP's, else UsageError."""
-    if policy in ("flag", "zero") or PER_DAY.match(policy):
-        if (match := PER_DAY.match(policy)) and not 0 < float(match["percent"]) <= 100:
+    if policy in ("flag", "zero") or PER_DAY.fullmatch(policy):
+        if (match := PER_DAY.fullmatch(policy)) and not 0 < float(match["percent"]) <= 100:
             raise UsageError(f"the late penalty per day must be between 0 and 100%, got {policy!r}")
         return policy
     raise UsageError(f"unknown late-penalty policy {policy!r}: use {POLICY_HELP}")
@@ -108,7 +110,7 @@ def penalty(policy: str, score: float, seconds_late: float) -> float | None:
         return None
     if policy == "zero":
         return score
-    match = PER_DAY.match(policy)
+    match = PER_DAY.fullmatch(policy)
     assert match, policy  # checked when the run started
     days = math.ceil(seconds_late / 86400)
     return min(score, score * days * float(match["percent"]) / 100)
@@ -160,12 +162,11 @@ def submission_time(
     deadline: datetime.datetime | None,
     notebooks: list[Path],
     from_exchange: bool = False,
-    check_changes: bool = True,
 ) -> SubmissionTime:
     """When the submission in ``folder`` was handed in: the later of its exchange folder's name and its
     ``timestamp.txt`` (for an exchange submission with neither, when its files last changed); remarks when
-    they disagree, cannot be read, or the files changed after the deadline (unless not ``check_changes``:
-    the grader's own copies, made later)."""
+    they disagree or cannot be read, and for an exchange submission whose files changed after the deadline
+    (in a folder of student folders the files' times are those of whoever copied them there)."""
     remarks = []
     claimed = {}
     recorded = (
@@ -195,12 +196,12 @@ def submission_time(
     if max(claimed.values()) - min(claimed.values()) > SAME_TIME:
         times = ", ".join(f"{source}: {value:%Y-%m-%d %H:%M:%S} UTC" for source, value in claimed.items())
         remarks.append(f"the submission's recorded times disagree ({times}); the later counts")
-    if check_changes and deadline is not None and moment <= deadline:
+    if from_exchange and deadline is not None and moment <= deadline:
         changed = last_change(folder, notebooks)
         if changed is not None and changed > deadline:
             remarks.append(
-                f"marked on time, but its files were last changed at {changed:%Y-%m-%d %H:%M:%S} UTC, after the "
-                "deadline: check when it was handed in (copying a class to another disk also changes that time)"
+                f"marked on time, but its files were last changed at {changed:%Y-%m-%d %H:%M:%S} UTC, "
+                f"{CHANGED_AFTER_DEADLINE} (copying a class to another disk also changes that time)"
             )
     return SubmissionTime(moment, remarks)
 

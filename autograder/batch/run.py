@@ -192,6 +192,10 @@ class GradingRun:
                 )
             self.limits = sandbox.Limits() if self.limits is None else self.limits
         self.late_penalty = late.check_policy(self.late_penalty)
+        if self.late_penalty != "flag" and not self.deadline:
+            raise UsageError(
+                f"a late penalty ({self.late_penalty}) needs the deadline it counts from: add --deadline"
+            )
         self.due = late.parse_deadline(self.deadline) if self.deadline else None
         self.roster_ids = read_roster(Path(self.roster)) if self.roster else None
 
@@ -238,6 +242,12 @@ def grade(
             "read the hidden tests and change the gradebook"
         )
     students = class_submissions(run)
+    if run.due is not None and run.earlier_remarks is None and exchange_inbound(run.submissions_dir) is None:
+        print(
+            "autograder: WARNING: in a folder of student folders, a submission's time is its timestamp.txt "
+            "(as nbgrader's collect leaves it), which the student could write: late work is found only as far "
+            "as those files are trusted"
+        )
     run.out_dir = prepare_out_dir(run.out_dir, run.submissions_dir, run.force)
     from data_fetch import DataFetchError  # numpy and the generators: imported here, when a run needs them
 
@@ -267,6 +277,7 @@ def grade(
                 if worker.poll() is None:
                     kill_tree(worker)
     give_feedback(run, [row for row in rows if row["status"] == "graded"])
+    add_submission_remarks(run, rows)
     rows = add_missing_students(run, rows)
     write_record(run, rows)
     write_csv(rows, run.out_dir / "grades.csv")
@@ -277,19 +288,26 @@ def grade(
 
 
 def scores_given_by_hand(database: Path) -> int:
-    """How many scores and comments a person gave in the gradebook ``database`` (0 if there is none)."""
+    """How many scores, extra credits and comments a person gave in the gradebook ``database`` (0 if there is
+    none); UsageError if it cannot be read."""
     import sqlite3
 
     if not database.is_file():
         return 0
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            scores = db.execute("SELECT COUNT(*) FROM grade WHERE manual_score IS NOT NULL").fetchone()[0]
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
+            scores = db.execute(
+                "SELECT COUNT(*) FROM grade WHERE manual_score IS NOT NULL "
+                "OR (extra_credit IS NOT NULL AND extra_credit != 0)"
+            ).fetchone()[0]
             comments = db.execute(
                 "SELECT COUNT(*) FROM comment WHERE manual_comment IS NOT NULL AND manual_comment != ''"
             ).fetchone()[0]
-    except sqlite3.Error:
-        return 0  # not a gradebook this grader wrote: nothing of a person's to keep
+    except sqlite3.Error as error:  # locked by a formgrader, say: what it holds cannot be told, so keep it
+        raise UsageError(
+            f"cannot read the gradebook {database} to see whether it holds scores given by hand ({error}); "
+            "stop the formgrader on it, or give another --out, or add --force to start over"
+        ) from None
     return scores + comments
 
 
@@ -403,18 +421,19 @@ def copy_submissions(run: GradingRun, students: dict[str, Path]) -> tuple[dict[s
         submitted = run.course / "submitted" / student / run.assignment
         notebooks_folder = submission_folder(folder, run.assignment)  # once: copied and checked alike
         problems = copy_submission(folder, submitted, run.assignment, notebooks_folder)
+        # What a TA should know about when and by whom it was handed in: kept apart from the grading's
+        # own problems, and added after them to the student's reason (see add_submission_remarks).
         if run.earlier_remarks is None:
-            problems += record_submission_time(run, folder, notebooks_folder, submitted)
+            remarks = record_submission_time(run, folder, notebooks_folder, submitted)
             if run.roster_ids is not None and student not in run.roster_ids:
                 same = [name for name in run.roster_ids if name.casefold() == student.casefold()]
-                problems.append("not on the roster" + (f" (the roster has {same[0]!r})" if same else ""))
+                remarks.append("not on the roster" + (f" (the roster has {same[0]!r})" if same else ""))
         else:  # a regrade of the grader's own copies: the time and remarks found when they were handed in
             (submitted / late.TIMESTAMP_FILE).unlink(missing_ok=True)
             if (notebooks_folder / late.TIMESTAMP_FILE).is_file():
                 shutil.copyfile(notebooks_folder / late.TIMESTAMP_FILE, submitted / late.TIMESTAMP_FILE)
-            earlier = run.earlier_remarks.get(student, [])
-            problems = earlier + [problem for problem in problems if problem not in earlier]
-        run.submission_remarks[student] = problems
+            remarks = list(run.earlier_remarks.get(student, []))
+        run.submission_remarks[student] = remarks
         if any(submitted.glob("*.ipynb")):
             to_grade.append((student, problems))
         else:
@@ -455,6 +474,13 @@ def record_submission_time(run: GradingRun, folder: Path, notebooks_folder: Path
     return time.remarks
 
 
+def add_submission_remarks(run: GradingRun, rows: list[dict]) -> None:
+    """Each student's remarks about their submission's time and the roster, after their grading's reason."""
+    for row in rows:
+        if remarks := run.submission_remarks.get(row["student"]):
+            row["reason"] = "; ".join(filter(None, [row["reason"], *remarks]))
+
+
 def add_missing_students(run: GradingRun, rows: list[dict]) -> list[dict]:
     """The rows, with a row of 0 and "no submission" for each student on the roster who handed nothing in."""
     if run.roster_ids is None:
@@ -487,6 +513,7 @@ def write_record(run: GradingRun, rows: list[dict]) -> None:
             for row in rows
         },
         "skipped": run.skipped,
+        "roster": run.roster_ids,
     }
     path = run.out_dir / RUN_RECORD
     partial = path.with_name(path.name + ".partial")
@@ -730,6 +757,11 @@ def summary(rows: list[dict], out_dir: Path) -> str:
         lines.append(f"No submission from {len(missing)} students on the roster: {', '.join(missing[:10])}")
     if late_rows := [row for row in rows if row["late_by"]]:
         lines.append(f"Late: {len(late_rows)} ({', '.join(row['student'] for row in late_rows[:10])})")
+    if flagged := [row["student"] for row in rows if late.CHANGED_AFTER_DEADLINE in row["reason"]]:
+        lines.append(
+            f"CHECK: {len(flagged)} submissions marked on time changed after the deadline "
+            f"({', '.join(flagged[:10])}): see their reason"
+        )
     if by_hand := [row for row in graded if float(row["to_grade_by_hand"]) > 0]:
         lines.append(
             f"{len(by_hand)} students have answers to grade by hand: `python -m autograder formgrader "

@@ -50,19 +50,24 @@ def find_students(
     if inbound is not None:
         from .late import parse_recorded_time
 
-        latest: dict[str, tuple[datetime.datetime, Path]] = {}
+        candidates = []
         for folder in sorted(inbound.iterdir()):
-            match = EXCHANGE_SUBMISSION.match(folder.name)
+            match = EXCHANGE_SUBMISSION.fullmatch(folder.name)
             if not (folder.is_dir() and not folder.is_symlink() and match and match["assignment"] == assignment):
                 continue
-            student = match["student"]
-            if not VALID_STUDENT_ID.match(student):
-                skipped.append(f"{folder.name!r}: {student!r} is not a student id")
+            if not VALID_STUDENT_ID.fullmatch(match["student"]):
+                skipped.append(f"{folder.name!r}: {match['student']!r} is not a student id")
                 continue
-            if other := handed_in_by_someone_else(folder, student):
+            candidates.append((match["student"], match["timestamp"], folder))
+        # Owners tell students apart only where they have accounts of their own: not in a copy of the
+        # exchange the grader made, nor on a hub whose users share one uid.
+        owners = {os.lstat(folder).st_uid for _, _, folder in candidates} - {os.getuid()}
+        latest: dict[str, tuple[datetime.datetime, Path]] = {}
+        for student, timestamp, folder in candidates:
+            if len(owners) > 1 and (other := handed_in_by_someone_else(folder, student)):
                 skipped.append(f"{folder.name!r}: handed in by {other}, not by {student}")
                 continue
-            moment = parse_recorded_time(match["timestamp"]) or changed_at(folder)
+            moment = parse_recorded_time(timestamp) or changed_at(folder)
             if student not in latest or moment > latest[student][0]:
                 latest[student] = (moment, folder)
         if not latest:
@@ -71,7 +76,7 @@ def find_students(
     students = {}
     for folder in sorted(submissions_dir.iterdir()):
         if folder.is_dir() and not folder.name.startswith("."):
-            if VALID_STUDENT_ID.match(folder.name):
+            if VALID_STUDENT_ID.fullmatch(folder.name):
                 students[folder.name] = folder
             else:
                 skipped.append(f"{folder.name!r}: not a student id")
@@ -92,27 +97,29 @@ def handed_in_by_someone_else(folder: Path, student: str) -> str | None:
     """The user who made an exchange submission under ``student``'s name, if not that student.
 
     The exchange's inbound folder is writable by every student, so its folder names prove nothing;
-    the folder's owner does, where the student has an account on this machine (nbgrader's own
-    ``collect`` makes the same check). A folder the grader's own account owns (a copy of the exchange)
-    passes, and so does any folder of a student without an account here (a hub whose users share one
-    uid in containers): there is nothing to check it against.
+    the folder's owner does (nbgrader's own ``collect`` makes the same check): the student's account if
+    there is one of that name here, else an account of that name or none this machine knows. A folder
+    the grader's own account owns (copied by the grader) passes.
     """
-    try:
-        expected = pwd.getpwnam(student).pw_uid
-    except KeyError:
-        return None
     owner = os.lstat(folder).st_uid
-    if owner in (expected, os.getuid()):
+    if owner == os.getuid():
         return None
     try:
-        return f"user {pwd.getpwuid(owner).pw_name!r}"
+        expected: int | None = pwd.getpwnam(student).pw_uid
     except KeyError:
-        return f"uid {owner}"
+        expected = None
+    try:
+        owner_name: str | None = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        owner_name = None
+    if owner == expected or (expected is None and owner_name in (None, student)):
+        return None
+    return f"user {owner_name!r}" if owner_name else f"uid {owner}"
 
 
 def exchange_timestamp(folder: Path) -> str | None:
     """The time in the name of an exchange submission folder (None for a student's own folder)."""
-    match = EXCHANGE_SUBMISSION.match(folder.name)
+    match = EXCHANGE_SUBMISSION.fullmatch(folder.name)
     return match["timestamp"] if match and folder.parent.name == "inbound" else None
 
 
@@ -143,7 +150,7 @@ def read_roster(path: Path) -> list[str]:
     else:
         ids = [line.strip() for line in lines]
     ids = [student for student in ids if student]
-    bad = [student for student in ids if not VALID_STUDENT_ID.match(student)]
+    bad = [student for student in ids if not VALID_STUDENT_ID.fullmatch(student)]
     if bad:
         raise UsageError(f"the roster {path} has ids that cannot name a student folder: {', '.join(bad[:5])}")
     repeated = sorted({student for student in ids if ids.count(student) > 1})
@@ -325,7 +332,7 @@ def copy_exchange_secret(folder: Path, dest: Path, root: Path) -> list[str]:
         return []
     except (OSError, UnicodeDecodeError):
         secret = ""
-    if not VALID_SECRET.match(secret):
+    if not VALID_SECRET.fullmatch(secret):
         return [
             f"its {SECRET_FILE} is not one nbgrader wrote: its feedback cannot be released through the exchange"
         ]
