@@ -29,7 +29,7 @@ from .finalize import Finalized, exclusive, finalize_locked, read_record
 from .held_out import HELD_OUT_RECORD
 from .private_course import gradebook
 from .results import student_result
-from .run import MISSING, RUN_RECORD, grade, spreadsheet_safe
+from .run import MISSING, grade, save_record, spreadsheet_safe
 
 REGRADE_FOLDER = ".regrade"
 DIFF_COLUMNS = ["student", "cell", "before", "after", "note"]
@@ -172,7 +172,7 @@ def merge(
                 cell.max_score = new_cells[(notebook.name, cell.name)]
         gb.db.commit()
         record["max_score"] = gb.find_assignment(assignment).max_score
-        write_record(out_dir, record)
+        save_record(out_dir, record)
         for student, row in sorted(fresh_rows.items()):
             before_info = record["students"].get(student, {})
             if row["status"] != "graded":  # the previous result stays, whatever it was
@@ -198,7 +198,7 @@ def merge(
                 "submitted_at": after.submitted_at,
                 "late_by": after.late_by,
             }
-            write_record(out_dir, record)
+            save_record(out_dir, record)
 
 
 def merge_student(gb, new_gb, assignment: str, student: str, tasks: set[str]) -> tuple[dict, dict]:
@@ -270,13 +270,6 @@ def student_changes(student: str, before, after, auto_before: dict, auto_after: 
             }
         )
     return rows
-
-
-def write_record(out_dir: Path, record: dict) -> None:
-    path = out_dir / RUN_RECORD
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    partial.replace(path)
 
 
 def _fmt(value) -> str:

@@ -515,7 +515,12 @@ def write_record(run: GradingRun, rows: list[dict]) -> None:
         "skipped": run.skipped,
         "roster": run.roster_ids,
     }
-    path = run.out_dir / RUN_RECORD
+    save_record(run.out_dir, record)
+
+
+def save_record(out_dir: Path, record: dict) -> None:
+    """Write OUT/grading.json whole or not at all (a partial file, then renamed over it)."""
+    path = out_dir / RUN_RECORD
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     partial.replace(path)
